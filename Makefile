@@ -1,0 +1,30 @@
+# Every target sets itself up on a fresh clone: .venv is created and filled on first use.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install test test-all demo bench clean
+
+.venv/.installed: pyproject.toml constraints.txt
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip -c constraints.txt
+	$(PIP) install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+install: .venv/.installed
+
+test: install
+	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
+
+test-all: install
+	WANDB_MODE=offline $(PY) -m pytest -q
+
+demo: install
+	WANDB_MODE=offline $(PY) -m doodl.demo
+
+bench: install
+	$(PY) benchmarks/chain.py
+
+clean:
+	rm -rf .venv outputs

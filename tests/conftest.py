@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny frozen models, never any network."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+
+from doodl.models.tiny import sd_scheduler, tiny_unet
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def unet64():
+    """Tiny UNet in float64 (exactness tests)."""
+    return tiny_unet().double()
+
+
+@pytest.fixture(scope="session")
+def unet32():
+    return tiny_unet()
+
+
+def make_eps_fn(unet, batch=1, seed=1, tokens=5):
+    """eps_fn(latents, t) over a fixed random text context; counts its calls."""
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.randn(batch, tokens, unet.config.cross_attention_dim, generator=g, dtype=unet.dtype)
+
+    def eps_fn(latents, t):
+        eps_fn.calls += 1
+        return unet(latents, t, encoder_hidden_states=ctx).sample
+
+    eps_fn.calls = 0
+    return eps_fn
+
+
+@pytest.fixture
+def scheduler():
+    return sd_scheduler()
+
+
+def noise(shape=(1, 4, 8, 8), dtype=torch.float64, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
