@@ -105,7 +105,6 @@ class _EDICTChain(torch.autograd.Function):
                 grads, _ = step_backward(ctx.sampler, ctx.eps_fn, i, grads, points=ctx.points[-1 - k])
             else:
                 grads, out = step_backward(ctx.sampler, ctx.eps_fn, i, grads, out=out)
-        ctx.points = None
         return None, None, None, None, grads[0], grads[1]
 
 

@@ -72,11 +72,14 @@ class DOODLOptimizer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _prepare_grads(self, x: Tensor, y: Tensor) -> bool:
-        """Tie, scale and clip a pair's gradients in place; False (and grads dropped) if non-finite."""
+        """Tie, scale and clip a pair's gradients in place. False (grads dropped, so SGD leaves
+        the pair and its momentum as they are) where the pair has no gradient or a non-finite one."""
+        if x.grad is None and y.grad is None:
+            return False
         gx = torch.zeros_like(x) if x.grad is None else x.grad
         gy = torch.zeros_like(y) if y.grad is None else y.grad
         if not (torch.isfinite(gx).all() and torch.isfinite(gy).all()):
-            x.grad = y.grad = None  # SGD skips params without grad: latents and momentum stay
+            x.grad = y.grad = None
             return False
         if self.tied:
             gx = gy = 0.5 * (gx + gy)
@@ -92,7 +95,7 @@ class DOODLOptimizer:
     @torch.no_grad()
     def step(self) -> list[bool]:
         """One DOODL update of every pair; returns, per pair, whether it was updated (a pair
-        whose gradient holds NaN or inf keeps its latents and momentum)."""
+        without a gradient, or whose gradient holds NaN or inf, keeps its latents and momentum)."""
         updated = [self._prepare_grads(x, y) for x, y in self.pairs]
         self.optimizer.step()
         for ok, (x, y), norm in zip(updated, self.pairs, self.target_norms):
