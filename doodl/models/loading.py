@@ -1,0 +1,216 @@
+"""Find and load the components of a diffusers-format Stable Diffusion folder (or hub id).
+
+The local path comes first. A hub id is looked up in the Hugging Face cache without any network
+call; only when that fails and downloads are allowed (``HF_HUB_OFFLINE`` unset and
+``local_files_only`` not set) is the hub asked. Every component is then loaded from one local
+folder, so a hub model and a user's own folder go through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tokenizer import EOS_TOKEN, clip_tokenizer_from_open_clip
+
+DTYPES = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "float64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+}
+_HUB_FILES = ["model_index.json", "unet/*", "vae/*", "scheduler/*", "text_encoder*/*", "tokenizer*/*"]
+_HUB_SKIP = ["*.msgpack", "*.onnx", "*.onnx_data", "*.pb", "*.h5", "*.ot", "*.ckpt"]
+_FOLDER_HELP = (
+    "a diffusers-format Stable Diffusion folder holds model_index.json, unet/, vae/, scheduler/, "
+    "text_encoder/ and tokenizer/ (SDXL adds text_encoder_2/ and tokenizer_2/); write one with "
+    "diffusers' pipeline.save_pretrained(path)"
+)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> cuda when available, else cpu."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device (use 'cpu', 'cuda' or 'cuda:0')") from err
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None`` -> float16 on cuda, float32 elsewhere; strings as in ``DTYPES``."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype {dtype} is not a model precision: use one of {', '.join(DTYPES)}")
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)} (or a torch.dtype)")
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") != 1 or "\\" in text
+
+
+def resolve_pretrained(
+    pretrained: str | os.PathLike,
+    local_files_only: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+) -> Path:
+    """Local folder of ``pretrained``: a folder path, or a hub id ("owner/name") from the cache.
+
+    ``local_files_only=None`` follows ``HF_HUB_OFFLINE``. Raises FileNotFoundError at once, with
+    what is missing and how to supply it, when nothing local is found and downloads are off.
+    """
+    if not isinstance(pretrained, (str, os.PathLike)) or not str(pretrained):
+        raise ValueError(f"pretrained must be a folder path or a hub id 'owner/name', got {pretrained!r}")
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(
+            f"{path} is a file: single-file checkpoints are not read here; pass a diffusers-format "
+            f"folder instead ({_FOLDER_HELP}, e.g. after StableDiffusionPipeline.from_single_file)"
+        )
+    text = str(pretrained)
+    if isinstance(pretrained, os.PathLike) or _looks_like_path(text):
+        raise FileNotFoundError(f"pipeline folder {path} does not exist: pass an existing folder ({_FOLDER_HELP}) or a hub id 'owner/name'")
+    return _hub_snapshot(text, local_files_only, cache_dir, revision)
+
+
+def _hub_snapshot(repo_id: str, local_files_only: bool | None, cache_dir: Any, revision: str | None) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise FileNotFoundError(f"{repo_id!r} is neither an existing folder nor a valid hub id 'owner/name'") from err
+    offline = bool(constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"})
+    if local_files_only is not None:
+        offline = bool(local_files_only)
+    kwargs = dict(revision=revision, cache_dir=cache_dir, allow_patterns=_HUB_FILES, ignore_patterns=_HUB_SKIP)
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+    except Exception as err:  # huggingface_hub raises several kinds for "not in the cache"
+        cached_error = err
+    where = cache_dir or constants.HF_HUB_CACHE
+    if offline:
+        raise FileNotFoundError(
+            f"hub model {repo_id!r} is not in the local Hugging Face cache ({where}) and downloads are "
+            f"off (HF_HUB_OFFLINE=1 or local_files_only=True). Download it once on a machine with "
+            f"network (`hf download {repo_id}`), or pass the path of a local folder instead: {_FOLDER_HELP}"
+        ) from cached_error
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=False, etag_timeout=10, **kwargs))
+    except Exception as err:
+        raise FileNotFoundError(
+            f"could not download hub model {repo_id!r} ({type(err).__name__}: {err}); without network, "
+            f"pass the path of a local folder instead ({_FOLDER_HELP}), or set HF_HUB_OFFLINE=1 to use "
+            f"only the cache"
+        ) from err
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): re-export the folder with save_pretrained") from err
+
+
+def _require(folder: Path, sub: str, config: str = "config.json") -> Path:
+    if not (folder / sub).is_dir():
+        raise FileNotFoundError(f"{folder} has no {sub}/ subfolder: {_FOLDER_HELP}")
+    if not (folder / sub / config).is_file():
+        raise FileNotFoundError(f"{folder / sub} has no {config}: {_FOLDER_HELP}")
+    return folder / sub
+
+
+@dataclass
+class PipelineParts:
+    """Frozen components of one pipeline folder, ready for ``StableDiffusion.from_components``."""
+
+    unet: Any
+    vae: Any
+    scheduler: Any
+    text_encoders: list
+    tokenizers: list
+    force_zeros_for_empty_prompt: bool = False
+
+
+def is_sdxl_folder(folder: Path) -> bool:
+    """SDXL: a text_encoder_2/ subfolder, or a UNet conditioned on text and time ids."""
+    unet_config = read_json(_require(folder, "unet") / "config.json")
+    return (folder / "text_encoder_2").is_dir() or unet_config.get("addition_embed_type") == "text_time"
+
+
+def _tokenizer(folder: Path, sub: str, encoder_config: Any, pad_token: str | None):
+    from transformers import CLIPTokenizer
+
+    if (folder / sub).is_dir():
+        return CLIPTokenizer.from_pretrained(folder, subfolder=sub, local_files_only=True)
+    if pad_token is None:  # OpenAI CLIP (quick_gelu) was used with '<|endoftext|>' padding; OpenCLIP pads with id 0
+        pad_token = EOS_TOKEN if encoder_config.hidden_act == "quick_gelu" else "!"
+    warnings.warn(
+        f"{folder} has no {sub}/: using CLIP's tokenizer built from open_clip's BPE vocabulary, "
+        f"padding with {pad_token!r}; pass tokenizer_pad_token to choose the padding token",
+        stacklevel=3,
+    )
+    return clip_tokenizer_from_open_clip(pad_token=pad_token, model_max_length=encoder_config.max_position_embeddings)
+
+
+def load_pipeline(
+    folder: Path,
+    dtype: torch.dtype,
+    device: torch.device,
+    vae_dtype: torch.dtype | None = None,
+    variant: str | None = None,
+    tokenizer_pad_token: str | None = None,
+) -> PipelineParts:
+    """Load UNet, VAE, DDIM scheduler, text encoder(s) and tokenizer(s) from a local folder.
+
+    The scheduler is always ``DDIMScheduler`` built from the folder's scheduler config (betas,
+    prediction type, timestep spacing as configured; DOODL needs DDIM with eta = 0).
+    All models are frozen (``eval().requires_grad_(False)``) and moved to ``device``; UNet and
+    text encoders in ``dtype``, the VAE in ``vae_dtype`` (default: ``dtype``).
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
+    sdxl = is_sdxl_folder(folder)
+    encoders = [("text_encoder", CLIPTextModel)]
+    if sdxl:
+        if not (folder / "text_encoder").is_dir() and (folder / "text_encoder_2").is_dir():
+            raise ValueError(f"{folder} looks like the SDXL refiner (no text_encoder/): only SDXL base-style pipelines are supported")
+        encoders.append(("text_encoder_2", CLIPTextModelWithProjection))
+    _require(folder, "vae")
+    _require(folder, "scheduler", "scheduler_config.json")
+    for sub, _ in encoders:
+        _require(folder, sub)
+    load = dict(local_files_only=True, variant=variant)
+
+    def frozen(model, dt):
+        if model.dtype != dt:
+            model = model.to(dtype=dt)
+        return model.to(device=device).eval().requires_grad_(False)
+
+    vae_dtype = vae_dtype or dtype  # diffusers models are loaded in their dtype (torch_dtype)
+    unet = frozen(UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **load), dtype)
+    vae = frozen(AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=vae_dtype, **load), vae_dtype)
+    scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
+    text_encoders, tokenizers = [], []
+    for sub, cls in encoders:
+        enc = frozen(cls.from_pretrained(folder, subfolder=sub, **load), dtype)
+        text_encoders.append(enc)
+        tokenizers.append(_tokenizer(folder, sub.replace("text_encoder", "tokenizer"), enc.config, tokenizer_pad_token))
+    zeros = bool(index.get("force_zeros_for_empty_prompt", sdxl)) if sdxl else False
+    return PipelineParts(unet, vae, scheduler, text_encoders, tokenizers, zeros)
