@@ -98,7 +98,9 @@ def clip_tokenizer_from_open_clip(
     Args:
         pad_token: the padding token. Stable Diffusion 1.x (OpenAI CLIP) pads with
             '<|endoftext|>'; SD 2.x and SDXL's second encoder (OpenCLIP) pad with '!' (id 0,
-            what open_clip's own tokenizer pads with).
+            what open_clip's own tokenizer pads with). transformers splits special tokens off
+            the text, so with '!' padding a run like "!!" becomes one '!' token per character,
+            exactly as with the SD 2.x tokenizer folders on the hub.
         model_max_length: padded/truncated length (77 for every CLIP text encoder).
         bpe_path: the gzipped merges file; default: the one inside the open_clip package.
         save_to: also keep the tokenizer folder here (``save_pretrained`` format).
