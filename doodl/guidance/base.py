@@ -1,0 +1,75 @@
+"""The one interface every guidance loss implements (SPEC.md section 6).
+
+    loss = GuidanceLoss(...)(images, items)    images: (B, 3, H, W) in [0, 1]  ->  (B,), lower is better
+    score = loss.score(images, items)           (B,), a human-meaningful number for logging
+
+``items`` is an optional per-sample list of dicts from a prompt dataset, e.g.
+``{"prompt": "a cat", "target_class": 3, "reference_images": ["a.png"], "target_score": 7.0}``.
+A loss built with a fixed target uses it; otherwise it reads its key from the items and raises
+a ``ValueError`` naming the key when neither is there. All weights are frozen at construction
+(``requires_grad_(False)``, eval mode, and ``train()`` keeps them in eval mode): gradients flow
+only to the images.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+Items = Sequence[Mapping[str, Any]]
+
+
+class GuidanceLoss(nn.Module):
+    """Base class: a frozen, per-sample, differentiable loss on images in [0, 1].
+
+    Args:
+        weight: the loss is multiplied by this (the guidance scale of this term).
+    """
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        self.weight = float(weight)
+
+    def forward(self, images: Tensor, items: Items | None = None) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score(self, images: Tensor, items: Items | None = None) -> Tensor:
+        """Logging score of each image, (B,). The default is the loss itself (lower is better)."""
+        return self(images, items).detach()
+
+    def freeze_(self) -> "GuidanceLoss":
+        """Freeze every weight and switch to eval mode; subclasses call this at the end of ``__init__``."""
+        self.requires_grad_(False)
+        return super().train(False)
+
+    def train(self, mode: bool = True) -> "GuidanceLoss":
+        """Guidance models are frozen: dropout and batch norm stay in eval mode whatever ``mode`` is."""
+        return super().train(False)
+
+
+def check_images(images: Tensor) -> None:
+    """Raise a ValueError unless ``images`` is a floating (B, 3, H, W) tensor."""
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a (B, 3, H, W) tensor in [0, 1], got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+
+
+def per_item(key: str, fixed: Any, items: Items | None, batch: int) -> list[Any]:
+    """The value of ``key`` for each of ``batch`` samples: the fixed one if set, else read from ``items``."""
+    if fixed is not None:
+        return [fixed] * batch
+    if items is None:
+        raise ValueError(f"no {key!r}: set it on the loss, or pass items with a {key!r} key per sample")
+    if len(items) != batch:
+        raise ValueError(f"got {len(items)} items for {batch} images: pass one item per image")
+    values = []
+    for i, item in enumerate(items):
+        if key not in item or item[key] is None:
+            raise ValueError(f"items[{i}] has no {key!r} key and the loss has no fixed {key!r}: set one of them")
+        values.append(item[key])
+    return values

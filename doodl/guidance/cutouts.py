@@ -1,0 +1,90 @@
+"""Random square crops ("cutouts") of each image, pooled to a guidance model's input size.
+
+SPEC.md section 4. For each of n crops of an image of size (H, W):
+    min_size = min(H, W, cut_size)        max_size = min(H, W)
+    size = int(u ** power * (max_size - min_size) + min_size),  u ~ U[0, 1)
+    (top, left) uniform over the positions where the crop fits
+    crop -> adaptive average pool to the model's input size
+power < 1 favours large crops (0.3 by default). Every call draws fresh crops, separately for each
+image, from one explicit ``torch.Generator``, so a seeded run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"cut_size must be an int or (height, width), got {size}")
+    return size
+
+
+class Cutouts:
+    """Draws ``n`` random crops of each image, each pooled to ``cut_size``.
+
+    Args:
+        cut_size: the guidance model's input size, an int or (height, width).
+        n: crops per image (16 by default); 0 or None pools the whole image to ``cut_size`` instead.
+        power: exponent on the uniform draw of the crop size (0.3 by default).
+        generator: the CPU ``torch.Generator`` for sizes and positions; built from ``seed`` when None.
+        seed: seed of the generator built when ``generator`` is None.
+    """
+
+    def __init__(
+        self,
+        cut_size: int | tuple[int, int],
+        n: int | None = 16,
+        power: float = 0.3,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+    ):
+        self.cut_size = _pair(cut_size)
+        if min(self.cut_size) < 1:
+            raise ValueError(f"cut_size must be positive, got {self.cut_size}")
+        if n is not None and n < 0:
+            raise ValueError(f"n must be >= 0 (0 or None: whole image), got {n}")
+        if not power > 0:
+            raise ValueError(f"power must be > 0, got {power}")
+        self.n = int(n or 0)
+        self.power = float(power)
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(seed))
+        elif generator.device.type != "cpu":
+            raise ValueError("generator must be a CPU torch.Generator (it draws crop sizes and positions)")
+        self.generator = generator
+
+    def sample_boxes(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """``n`` crops as (top, left, size), drawn from the generator."""
+        min_size = min(height, width, *self.cut_size)
+        max_size = min(height, width)
+        boxes = []
+        for _ in range(self.n):
+            u = torch.rand((), generator=self.generator).item()
+            size = int(u**self.power * (max_size - min_size) + min_size)
+            top = int(torch.randint(0, height - size + 1, (), generator=self.generator))
+            left = int(torch.randint(0, width - size + 1, (), generator=self.generator))
+            boxes.append((top, left, size))
+        return boxes
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, n, C, *cut_size); n = 1 (the whole image) when crops are off."""
+        if images.dim() != 4:
+            raise ValueError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
+        batch, channels, height, width = images.shape
+        if self.n == 0:
+            return F.adaptive_avg_pool2d(images, self.cut_size).unsqueeze(1)
+        crops = []
+        for b in range(batch):
+            for top, left, size in self.sample_boxes(height, width):
+                crop = images[b : b + 1, :, top : top + size, left : left + size]
+                crops.append(F.adaptive_avg_pool2d(crop, self.cut_size))
+        return torch.cat(crops).view(batch, self.n, channels, *self.cut_size)
+
+    def __repr__(self) -> str:
+        return f"Cutouts(cut_size={self.cut_size}, n={self.n}, power={self.power})"

@@ -1,0 +1,78 @@
+"""Random crops: the SPEC.md section 4 size law, bounds, seeding, freshness, content."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from doodl.guidance import Cutouts
+
+from .conftest import rand_images
+
+
+def test_sizes_follow_the_power_law_and_stay_in_bounds():
+    cut = Cutouts(16, n=200, power=0.3, seed=1)
+    boxes = cut.sample_boxes(48, 64)
+    # replay the generator: size = int(u**power * (max - min) + min), min = min(48, 64, 16), max = 48
+    g = torch.Generator().manual_seed(1)
+    for top, left, size in boxes:
+        u = torch.rand((), generator=g).item()
+        assert size == int(u**0.3 * (48 - 16) + 16)
+        torch.randint(0, 48 - size + 1, (), generator=g), torch.randint(0, 64 - size + 1, (), generator=g)
+        assert 16 <= size <= 48 and 0 <= top <= 48 - size and 0 <= left <= 64 - size
+    sizes = torch.tensor([b[2] for b in boxes], dtype=torch.float)
+    # u**0.3 has mean 1/1.3: crops are mostly large
+    assert abs(sizes.mean().item() - (16 + 32 / 1.3)) < 2.5
+    # a smaller power makes larger crops
+    small = torch.tensor([b[2] for b in Cutouts(16, n=200, power=0.06, seed=1).sample_boxes(48, 64)], dtype=torch.float)
+    assert small.mean() > sizes.mean()
+
+
+def test_image_smaller_than_cut_size_uses_the_whole_side():
+    boxes = Cutouts(32, n=10, seed=0).sample_boxes(20, 24)
+    assert all(size == 20 for _, _, size in boxes)
+
+
+def test_seeded_reproducible_and_fresh_each_call_and_each_image():
+    images = rand_images(1, 64).expand(2, -1, -1, -1)  # two identical images
+    a, b = Cutouts(16, n=4, seed=7), Cutouts(16, n=4, seed=7)
+    first = a(images)
+    assert first.shape == (2, 4, 3, 16, 16)
+    assert torch.equal(first, b(images))
+    assert not torch.equal(first[0], first[1])  # each image gets its own crops
+    assert not torch.equal(first, a(images))  # fresh crops on the next call
+    assert not torch.equal(first, Cutouts(16, n=4, seed=8)(images))
+    g = torch.Generator().manual_seed(7)
+    assert torch.equal(Cutouts(16, n=4, generator=g)(images), first)
+
+
+def test_crops_are_the_pooled_boxes():
+    images = rand_images(2, 40, seed=3)
+    out = Cutouts(12, n=3, power=1.0, seed=5)(images)
+    replay = Cutouts(12, n=3, power=1.0, seed=5)
+    for b in range(2):
+        for k, (top, left, size) in enumerate(replay.sample_boxes(40, 40)):
+            expected = F.adaptive_avg_pool2d(images[b : b + 1, :, top : top + size, left : left + size], 12)[0]
+            torch.testing.assert_close(out[b, k], expected)
+
+
+@pytest.mark.parametrize("n", [0, None])
+def test_no_crops_pools_the_whole_image(n):
+    images = rand_images(2, 48)
+    out = Cutouts((16, 24), n=n)(images)
+    assert out.shape == (2, 1, 3, 16, 24)
+    torch.testing.assert_close(out[:, 0], F.adaptive_avg_pool2d(images, (16, 24)))
+
+
+def test_gradient_flows_through_crops():
+    images = rand_images(1, 32).requires_grad_(True)
+    Cutouts(8, n=4, seed=0)(images).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        Cutouts(16, n=-1)
+    with pytest.raises(ValueError, match="power"):
+        Cutouts(16, power=0)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        Cutouts(16)(torch.rand(3, 16, 16))
