@@ -15,7 +15,8 @@ class CountCalls:
 
     def __init__(self, module):
         self.batches = []
-        self.handle = module.register_forward_hook(lambda module, args, output: self.batches.append(args[0].shape[0]))
+        # a pre-hook: checkpoint recomputation may stop before a module's forward returns
+        self.handle = module.register_forward_pre_hook(lambda module, args: self.batches.append(args[0].shape[0]))
 
     def __enter__(self):
         return self

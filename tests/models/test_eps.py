@@ -153,3 +153,32 @@ def test_eps_fn_errors(sd64, sdxl64):
         sdxl64.encode_prompt("a", original_size=(64,))
     with pytest.warns(UserWarning, match="longer than 77 tokens"):
         sd64.encode_prompt("word " * 100)
+
+
+def test_low_precision_unet_with_float32_latents(sd_folder, sd):
+    """bfloat16 UNet, float32 coupling: eps returns in float32, close to the float32 model's."""
+    low = StableDiffusion(sd_folder, dtype="bfloat16", device="cpu")
+    assert low.unet.dtype == torch.bfloat16
+    cond = low.encode_prompt("a cat")
+    assert cond.cond.dtype == torch.bfloat16
+    x = latents(low, dtype=torch.float32)
+    eps = low.eps_fn(cond, guidance_scale=None)(x, 501)  # (guidance would amplify bf16 rounding)
+    assert eps.dtype == torch.float32
+    ref = sd.eps_fn(sd.encode_prompt("a cat"), guidance_scale=None)(x, 501)
+    assert (eps - ref).abs().max() < 0.05 * ref.abs().max()
+    # float16 models keep a VAE that asks for it (config force_upcast) in float32
+    half = StableDiffusion(sd_folder, dtype="float16", device="cpu")
+    assert half.unet.dtype == torch.float16 and half.vae.dtype == torch.float32
+    assert StableDiffusion(sd_folder, dtype="float16", vae_dtype="float16", device="cpu").vae.dtype == torch.float16
+
+
+@pytest.mark.gpu
+def test_cuda_half_precision(sd_folder):
+    backend = StableDiffusion(sd_folder, device="cuda")
+    assert backend.unet.dtype == torch.float16
+    x = latents(backend, dtype=torch.float32).requires_grad_(True)
+    assert x.device.type == "cuda"
+    eps = backend.eps_fn(backend.encode_prompt("a cat"))(x, 501)
+    assert eps.dtype == torch.float32 and eps.device.type == "cuda"
+    backend.decode(x).mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
