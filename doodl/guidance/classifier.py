@@ -1,0 +1,189 @@
+"""Vocabulary expansion: a classifier's cross-entropy toward a target class (SPEC.md section 6).
+
+    x       = (resize(image) - mean) / std        (the classifier's own input size and normalization)
+    loss    = weight * CE(classifier(x), target)  (mean over crops when cutouts are on)
+    score   = softmax(classifier(x))[target]      (whole image)
+The classifier is any ``nn.Module``, a TorchScript or torch.export (.pt2) file, or 'timm:<name>' / 'torchvision:<name>'
+built without downloads and loaded from a local state dict file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .aesthetic import load_state_dict_file
+from .base import GuidanceLoss, Items, check_images, per_item
+from .cutouts import Cutouts, _pair
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_HOW = ("pass model='timm:<name>' or 'torchvision:<name>' with weights=<local state dict file>, "
+        "a TorchScript file, a torch.export .pt2 file, or an nn.Module")
+
+
+def _unknown(library: str, name: str, known: Sequence[str]) -> ValueError:
+    close = difflib.get_close_matches(name, known, n=8)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    return ValueError(f"unknown {library} model {name!r} ({len(known)} known, see {library}.list_models()){hint}")
+
+
+def build_classifier(model: nn.Module | str, weights: str | None = None, num_classes: int | None = None) -> nn.Module:
+    """Resolve ``model`` (module, 'timm:name', 'torchvision:name' or TorchScript file) and load ``weights``."""
+    if isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        net = model
+        if num_classes is not None:
+            raise ValueError("num_classes only applies to models built by name: the given module is used as is")
+    elif not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be an nn.Module or a string; {_HOW}")
+    elif str(model).startswith(("timm:", "torchvision:")):
+        library, name = str(model).split(":", 1)
+        if weights is None:
+            raise ValueError(f"{model!r} needs weights=<local state dict file> (.pth/.pt/.safetensors); nothing is downloaded")
+        kwargs = {} if num_classes is None else {"num_classes": int(num_classes)}
+        if library == "timm":
+            import timm
+
+            if name not in timm.list_models():
+                raise _unknown("timm", name, timm.list_models())
+            net = timm.create_model(name, pretrained=False, **kwargs)
+        else:
+            import torchvision
+
+            if name not in torchvision.models.list_models():
+                raise _unknown("torchvision", name, torchvision.models.list_models())
+            net = torchvision.models.get_model(name, weights=None, **kwargs)
+    else:
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"classifier file {path!r} not found: {_HOW}")
+        if weights is not None:
+            raise ValueError(f"weights is for models built by name or given as modules; {path!r} is loaded as TorchScript")
+        if path.endswith(".pt2"):
+            return _Exported(torch.export.load(path).module())
+        try:
+            return torch.jit.load(path, map_location="cpu")
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{path!r} is not a TorchScript archive ({err.__class__.__name__}); {_HOW}") from err
+    if weights is not None:
+        state = load_state_dict_file(weights, "classifier", _HOW)
+        net.load_state_dict(state, strict=True)
+    return net
+
+
+class _Exported(nn.Module):
+    """A torch.export program as a module: its train/eval behaviour was fixed when it was exported."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x)
+
+    def train(self, mode: bool = True) -> "_Exported":
+        return self  # exported graphs do not support train(); export them in eval mode
+
+
+def _num_classes(net: nn.Module) -> int | None:
+    for attr in ("num_classes",):
+        value = getattr(net, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class ClassifierLoss(GuidanceLoss):
+    """Cross-entropy of a frozen classifier toward a target class.
+
+    Args:
+        model: an ``nn.Module``, a TorchScript or torch.export ``.pt2`` file path, or 'timm:<name>' / 'torchvision:<name>'.
+        weights: local state dict file (.pth / .pt / .safetensors) loaded strictly into ``model``.
+        num_classes: classes of a model built by name (its head size); default: the library's.
+        target_class: a fixed class index; None reads ``items[i]["target_class"]``.
+        input_size: the classifier's input size (int or (h, w)); None feeds the image at its own size.
+        mean, std: input normalization (ImageNet by default).
+        cutouts: crops per image (None: the whole image); requires ``input_size``.
+        cut_power, seed: crop settings.
+        weight: scale of the loss.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str,
+        weights: str | None = None,
+        num_classes: int | None = None,
+        target_class: int | None = None,
+        input_size: int | tuple[int, int] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        cutouts: int | None = None,
+        cut_power: float = 0.3,
+        seed: int = 0,
+        weight: float = 1.0,
+    ):
+        super().__init__(weight)
+        self.model = build_classifier(model, weights, num_classes)
+        self.num_classes = num_classes if num_classes is not None else _num_classes(self.model)
+        self.input_size = None if input_size is None else _pair(input_size)
+        if cutouts and self.input_size is None:
+            raise ValueError("cutouts need the classifier's input_size")
+        self.cutouts = Cutouts(self.input_size, n=cutouts, power=cut_power, seed=seed) if cutouts else None
+        self.target_class = None if target_class is None else self._check_class(target_class)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.freeze_()
+
+    def _check_class(self, index, num_classes: int | None = None) -> int:
+        num_classes = num_classes if num_classes is not None else self.num_classes
+        try:
+            if isinstance(index, bool):
+                raise TypeError
+            index = operator.index(index)
+        except TypeError:
+            raise ValueError(f"target_class must be an integer class index, got {index!r}") from None
+        if num_classes is not None and not 0 <= index < num_classes:
+            raise ValueError(f"target_class {index} is out of range: the classifier has {num_classes} classes (0..{num_classes - 1})")
+        return index
+
+    def logits(self, images: Tensor) -> Tensor:
+        """(B, n, classes) logits of every crop (n = 1: the whole image at ``input_size``)."""
+        check_images(images)
+        if self.cutouts is not None:
+            crops = self.cutouts(images)
+        elif self.input_size is not None:
+            crops = F.adaptive_avg_pool2d(images, self.input_size)[:, None]
+        else:
+            crops = images[:, None]
+        batch, n = crops.shape[:2]
+        x = (crops.flatten(0, 1).float() - self.mean) / self.std
+        dtype = next((p.dtype for p in self.model.parameters()), x.dtype)
+        out = self.model(x.to(dtype))
+        if not isinstance(out, Tensor) or out.dim() != 2:
+            raise ValueError(f"the classifier must return (N, classes) logits, got {getattr(out, 'shape', type(out))}")
+        return out.float().view(batch, n, -1)
+
+    def _targets(self, items: Items | None, batch: int, classes: int, device) -> Tensor:
+        targets = per_item("target_class", self.target_class, items, batch)
+        return torch.tensor([self._check_class(t, classes) for t in targets], device=device)
+
+    def forward(self, images: Tensor, items: Items | None = None) -> Tensor:
+        logits = self.logits(images)  # (B, n, C)
+        batch, n, classes = logits.shape
+        target = self._targets(items, batch, classes, logits.device)
+        ce = F.cross_entropy(logits.flatten(0, 1), target.repeat_interleave(n), reduction="none")
+        return self.weight * ce.view(batch, n).mean(1)
+
+    @torch.no_grad()
+    def score(self, images: Tensor, items: Items | None = None) -> Tensor:
+        """Probability of the target class, (B,) (mean over crops when cutouts are on)."""
+        logits = self.logits(images)
+        target = self._targets(items, logits.shape[0], logits.shape[2], logits.device)
+        probs = logits.softmax(-1)
+        return probs.gather(2, target.view(-1, 1, 1).expand(-1, probs.shape[1], 1)).squeeze(2).mean(1)
