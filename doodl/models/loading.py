@@ -23,8 +23,7 @@ DTYPES = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
     "float64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
 }
-_HUB_FILES = ["model_index.json", "unet/*", "vae/*", "scheduler/*", "text_encoder*/*", "tokenizer*/*"]
-_HUB_SKIP = ["*.msgpack", "*.onnx", "*.onnx_data", "*.pb", "*.h5", "*.ot", "*.ckpt"]
+_WEIGHT_FOLDERS = ("unet", "vae", "text_encoder", "text_encoder_2")
 _FOLDER_HELP = (
     "a diffusers-format Stable Diffusion folder holds model_index.json, unet/, vae/, scheduler/, "
     "text_encoder/ and tokenizer/ (SDXL adds text_encoder_2/ and tokenizer_2/); write one with "
@@ -64,6 +63,7 @@ def resolve_pretrained(
     local_files_only: bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     revision: str | None = None,
+    variant: str | None = None,
 ) -> Path:
     """Local folder of ``pretrained``: a folder path, or a hub id ("owner/name") from the cache.
 
@@ -83,10 +83,23 @@ def resolve_pretrained(
     text = str(pretrained)
     if isinstance(pretrained, os.PathLike) or _looks_like_path(text):
         raise FileNotFoundError(f"pipeline folder {path} does not exist: pass an existing folder ({_FOLDER_HELP}) or a hub id 'owner/name'")
-    return _hub_snapshot(text, local_files_only, cache_dir, revision)
+    return _hub_snapshot(text, local_files_only, cache_dir, revision, variant)
 
 
-def _hub_snapshot(repo_id: str, local_files_only: bool | None, cache_dir: Any, revision: str | None) -> Path:
+def hub_patterns(variant: str | None = None) -> list[str]:
+    """Files of a hub repo that loading reads: configs, tokenizers, and the safetensors weights
+    of ``variant`` only (a hub repo often also holds .bin, .ckpt, fp16 and non-EMA copies)."""
+    tag = f".{variant}" if variant else ""
+    patterns = ["model_index.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*"]
+    for sub in _WEIGHT_FOLDERS:
+        patterns.append(f"{sub}/config.json")
+        patterns.append(f"{sub}/*.safetensors.index.json")
+        for name in ("diffusion_pytorch_model", "model"):
+            patterns += [f"{sub}/{name}{tag}.safetensors", f"{sub}/{name}{tag}-*-of-*.safetensors"]
+    return patterns
+
+
+def _hub_snapshot(repo_id: str, local_files_only: bool | None, cache_dir: Any, revision: str | None, variant: str | None) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -97,7 +110,7 @@ def _hub_snapshot(repo_id: str, local_files_only: bool | None, cache_dir: Any, r
     offline = bool(constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"})
     if local_files_only is not None:
         offline = bool(local_files_only)
-    kwargs = dict(revision=revision, cache_dir=cache_dir, allow_patterns=_HUB_FILES, ignore_patterns=_HUB_SKIP)
+    kwargs = dict(revision=revision, cache_dir=cache_dir, allow_patterns=hub_patterns(variant))
     try:
         return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
     except Exception as err:  # huggingface_hub raises several kinds for "not in the cache"
@@ -180,7 +193,9 @@ def load_pipeline(
     The scheduler is always ``DDIMScheduler`` built from the folder's scheduler config (betas,
     prediction type, timestep spacing as configured; DOODL needs DDIM with eta = 0).
     All models are frozen (``eval().requires_grad_(False)``) and moved to ``device``; UNet and
-    text encoders in ``dtype``, the VAE in ``vae_dtype`` (default: ``dtype``).
+    text encoders in ``dtype``, the VAE in ``vae_dtype``. ``vae_dtype=None``: ``dtype``, except
+    float32 when ``dtype`` is float16 and the VAE config sets ``force_upcast`` (as diffusers
+    does: SDXL's VAE overflows in float16).
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
@@ -192,7 +207,7 @@ def load_pipeline(
         if not (folder / "text_encoder").is_dir() and (folder / "text_encoder_2").is_dir():
             raise ValueError(f"{folder} looks like the SDXL refiner (no text_encoder/): only SDXL base-style pipelines are supported")
         encoders.append(("text_encoder_2", CLIPTextModelWithProjection))
-    _require(folder, "vae")
+    vae_config = read_json(_require(folder, "vae") / "config.json")
     _require(folder, "scheduler", "scheduler_config.json")
     for sub, _ in encoders:
         _require(folder, sub)
@@ -203,13 +218,25 @@ def load_pipeline(
             model = model.to(dtype=dt)
         return model.to(device=device).eval().requires_grad_(False)
 
-    vae_dtype = vae_dtype or dtype  # diffusers models are loaded in their dtype (torch_dtype)
-    unet = frozen(UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **load), dtype)
-    vae = frozen(AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=vae_dtype, **load), vae_dtype)
+    def read(cls, sub, **kwargs):
+        try:
+            return cls.from_pretrained(folder, subfolder=sub, **kwargs)
+        except OSError as err:  # weights file missing or unreadable
+            raise FileNotFoundError(
+                f"could not load {sub}/ of {folder} (variant={variant!r}): {str(err).rstrip('.')}. It needs its config and "
+                f"weights (diffusion_pytorch_model[.variant].safetensors or model[.variant].safetensors)"
+            ) from err
+
+    if vae_dtype is None:
+        upcast = dtype == torch.float16 and vae_config.get("force_upcast", False)
+        vae_dtype = torch.float32 if upcast else dtype
+    # diffusers models are loaded directly in their dtype (torch_dtype)
+    unet = frozen(read(UNet2DConditionModel, "unet", torch_dtype=dtype, **load), dtype)
+    vae = frozen(read(AutoencoderKL, "vae", torch_dtype=vae_dtype, **load), vae_dtype)
     scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
     text_encoders, tokenizers = [], []
     for sub, cls in encoders:
-        enc = frozen(cls.from_pretrained(folder, subfolder=sub, **load), dtype)
+        enc = frozen(read(cls, sub, **load), dtype)
         text_encoders.append(enc)
         tokenizers.append(_tokenizer(folder, sub.replace("text_encoder", "tokenizer"), enc.config, tokenizer_pad_token))
     zeros = bool(index.get("force_zeros_for_empty_prompt", sdxl)) if sdxl else False

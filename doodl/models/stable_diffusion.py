@@ -67,13 +67,8 @@ class StableDiffusion(nn.Module):
         super().__init__()
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        folder = resolve_pretrained(pretrained, local_files_only, cache_dir, revision)
         vdt = None if vae_dtype is None else resolve_dtype(vae_dtype, dev)
-        if vdt is None and dt == torch.float16:
-            from diffusers import AutoencoderKL
-
-            if AutoencoderKL.load_config(folder, subfolder="vae").get("force_upcast", False):
-                vdt = torch.float32
+        folder = resolve_pretrained(pretrained, local_files_only, cache_dir, revision, variant)
         parts = load_pipeline(folder, dt, dev, vdt, variant, tokenizer_pad_token)
         self._build(parts, checkpoint_vae)
         self.source = str(pretrained)

@@ -155,3 +155,77 @@ def test_bad_arguments(tmp_path, sd_folder):
         StableDiffusion(broken, device="cpu")
     with pytest.raises(ValueError, match="unknown kind"):
         save_tiny_pipeline(tmp_path / "x", "sd3")
+
+
+def test_hub_patterns_select_what_loading_reads(sd_folder, sdxl_folder):
+    """A hub download with these patterns gets every file of a saved pipeline, and no copies."""
+    from fnmatch import fnmatch
+
+    from doodl.models.loading import hub_patterns
+
+    def wanted(path, variant=None):
+        return any(fnmatch(path, p) for p in hub_patterns(variant))
+
+    for folder in (sd_folder, sdxl_folder):
+        files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        assert any(f.endswith(".safetensors") for f in files)
+        assert all(wanted(f) for f in files), [f for f in files if not wanted(f)]
+    for extra in ("unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.fp16.safetensors",
+                  "unet/diffusion_pytorch_model.non_ema.bin", "v1-5-pruned.ckpt", "safety_checker/model.safetensors",
+                  "text_encoder/flax_model.msgpack"):
+        assert not wanted(extra), extra
+    assert wanted("unet/diffusion_pytorch_model.fp16.safetensors", "fp16")
+    assert wanted("unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors", "fp16")
+    assert not wanted("unet/diffusion_pytorch_model.safetensors", "fp16")
+
+
+def test_missing_weights_file(tmp_path, sd_folder):
+    for sub, name in [("unet", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")]:
+        broken = tmp_path / f"no-{sub}-weights"
+        shutil.copytree(sd_folder, broken)
+        (broken / sub / name).unlink()
+        with pytest.raises(FileNotFoundError, match=f"could not load {sub}/.*safetensors"):
+            StableDiffusion(broken, device="cpu")
+
+
+def test_scheduler_config_of_another_class_becomes_ddim(tmp_path, sd_folder, sd):
+    """SD 1.5 on the hub ships a PNDMScheduler config: the same betas give the DDIM chain."""
+    from diffusers import PNDMScheduler
+
+    folder = tmp_path / "pndm"
+    shutil.copytree(sd_folder, folder)
+    shutil.rmtree(folder / "scheduler")
+    PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
+                  steps_offset=1, skip_prk_steps=True).save_pretrained(folder / "scheduler")
+    backend = StableDiffusion(folder, device="cpu")
+    assert isinstance(backend.scheduler, DDIMScheduler)
+    torch.testing.assert_close(backend.scheduler.alphas_cumprod, sd.scheduler.alphas_cumprod, rtol=0, atol=0)
+    assert backend.sampler(5).timesteps == sd.sampler(5).timesteps == [801, 601, 401, 201, 1]
+
+
+def test_unsupported_prediction_type(tmp_path, sd_folder):
+    folder = tmp_path / "sample"
+    shutil.copytree(sd_folder, folder)
+    path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    config["prediction_type"] = "sample"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="prediction_type 'sample' is not supported"):
+        StableDiffusion(folder, device="cpu")
+
+
+def test_from_components_without_a_folder(sd64):
+    """Components built in memory go through the same backend (frozen on the way in)."""
+    from doodl.models import PipelineParts
+    from doodl.models.tiny import tiny_clip_text, tiny_scheduler, tiny_unet, tiny_vae
+
+    unet, vae, text = tiny_unet().double(), tiny_vae().double(), tiny_clip_text(1).double()
+    unet.requires_grad_(True)
+    parts = PipelineParts(unet, vae, tiny_scheduler(), [text], sd64.tokenizers)
+    backend = StableDiffusion.from_components(parts)
+    assert not any(p.requires_grad for p in backend.unet.parameters())
+    cond = sd64.encode_prompt("a cat")
+    x = latents(sd64)
+    # same seeds as the saved tiny folder: identical weights, identical eps
+    torch.testing.assert_close(backend.eps_fn(cond)(x, 301), sd64.eps_fn(cond)(x, 301), rtol=0, atol=0)
+    torch.testing.assert_close(backend.encode_prompt("a cat").cond, cond.cond, rtol=0, atol=0)
