@@ -14,6 +14,15 @@ TINY_CLIP_CFG = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_name(tmp_path_factory):
     """Register the tiny open_clip config from a JSON file, as a user adds a custom model."""
