@@ -136,8 +136,10 @@ class ClassifierLoss(GuidanceLoss):
             raise ValueError("cutouts need the classifier's input_size")
         self.cutouts = Cutouts(self.input_size, n=cutouts, power=cut_power, seed=seed) if cutouts else None
         self.target_class = None if target_class is None else self._check_class(target_class)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))  # follow the model
+        as_buffer = dict(dtype=torch.float32, device=device)
+        self.register_buffer("mean", torch.tensor(mean, **as_buffer).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, **as_buffer).view(1, 3, 1, 1), persistent=False)
         self.freeze_()
 
     def _check_class(self, index, num_classes: int | None = None) -> int:
@@ -149,7 +151,9 @@ class ClassifierLoss(GuidanceLoss):
         except TypeError:
             raise ValueError(f"target_class must be an integer class index, got {index!r}") from None
         if num_classes is not None and not 0 <= index < num_classes:
-            raise ValueError(f"target_class {index} is out of range: the classifier has {num_classes} classes (0..{num_classes - 1})")
+            raise ValueError(
+                f"target_class {index} is out of range: the classifier has {num_classes} classes (0..{num_classes - 1})"
+            )
         return index
 
     def logits(self, images: Tensor) -> Tensor:

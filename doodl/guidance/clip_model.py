@@ -159,8 +159,9 @@ class OpenCLIP(nn.Module):
         std = std if std is not None else cfg.get("std", open_clip.OPENAI_DATASET_STD)
         size = self.model.visual.image_size
         self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        as_buffer = dict(dtype=torch.float32, device=device)
+        self.register_buffer("mean", torch.tensor(mean, **as_buffer).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, **as_buffer).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
 

@@ -49,7 +49,8 @@ class CompositeLoss(GuidanceLoss):
             raise ValueError("losses is empty: give at least one guidance loss")
         for name, module in zip(names, modules):
             if not isinstance(module, GuidanceLoss):
-                raise TypeError(f"loss {name!r} is a {type(module).__name__}, not a GuidanceLoss (wrap callables in CallableLoss)")
+                kind = type(module).__name__
+                raise TypeError(f"loss {name!r} is a {kind}, not a GuidanceLoss (wrap callables in CallableLoss)")
         weights = [1.0] * len(modules) if weights is None else [float(w) for w in weights]
         if len(weights) != len(modules):
             raise ValueError(f"got {len(weights)} weights for {len(modules)} losses")
