@@ -82,7 +82,9 @@ def resolve_pretrained(
         )
     text = str(pretrained)
     if isinstance(pretrained, os.PathLike) or _looks_like_path(text):
-        raise FileNotFoundError(f"pipeline folder {path} does not exist: pass an existing folder ({_FOLDER_HELP}) or a hub id 'owner/name'")
+        raise FileNotFoundError(
+            f"pipeline folder {path} does not exist: pass an existing folder ({_FOLDER_HELP}) or a hub id 'owner/name'"
+        )
     return _hub_snapshot(text, local_files_only, cache_dir, revision, variant)
 
 
@@ -205,7 +207,9 @@ def load_pipeline(
     encoders = [("text_encoder", CLIPTextModel)]
     if sdxl:
         if not (folder / "text_encoder").is_dir() and (folder / "text_encoder_2").is_dir():
-            raise ValueError(f"{folder} looks like the SDXL refiner (no text_encoder/): only SDXL base-style pipelines are supported")
+            raise ValueError(
+                f"{folder} looks like the SDXL refiner (no text_encoder/): only SDXL base-style pipelines are supported"
+            )
         encoders.append(("text_encoder_2", CLIPTextModelWithProjection))
     vae_config = read_json(_require(folder, "vae") / "config.json")
     _require(folder, "scheduler", "scheduler_config.json")

@@ -145,7 +145,9 @@ class StableDiffusion(nn.Module):
         )
 
     # ---- noise model -----------------------------------------------------------------------
-    def eps_fn(self, conditioning: Conditioning, guidance_scale: float | None = DEFAULT_GUIDANCE_SCALE) -> Callable[[Tensor, int], Tensor]:
+    def eps_fn(
+        self, conditioning: Conditioning, guidance_scale: float | None = DEFAULT_GUIDANCE_SCALE
+    ) -> Callable[[Tensor, int], Tensor]:
         """eps(latents, t) with classifier-free guidance, for ``doodl.sample_with_grad``.
 
         eps = eps_u + s * (eps_c - eps_u), both branches in ONE batched UNet call; s = None or

@@ -49,7 +49,9 @@ class Conditioning:
         def move(v):
             return None if v is None else v.to(device=device, dtype=dtype)
 
-        return replace(self, cond=move(self.cond), uncond=move(self.uncond), pooled=move(self.pooled), uncond_pooled=move(self.uncond_pooled))
+        return replace(
+            self, cond=move(self.cond), uncond=move(self.uncond), pooled=move(self.pooled), uncond_pooled=move(self.uncond_pooled)
+        )
 
     def time_ids(self, height: int, width: int) -> tuple[int, ...]:
         """SDXL's six size numbers for an image of ``height`` x ``width`` pixels."""

@@ -43,7 +43,9 @@ TINY_KINDS = ("sd", "sd-v", "sdxl")
 TINY_TIME_EMBED_DIM = 8  # SDXL: each of the 6 time ids is embedded in this many channels
 
 
-def tiny_sdxl_unet(seed: int = 0, cross_attention_dim: int = 64, pooled_dim: int = 32, sample_size: int = 16) -> UNet2DConditionModel:
+def tiny_sdxl_unet(
+    seed: int = 0, cross_attention_dim: int = 64, pooled_dim: int = 32, sample_size: int = 16
+) -> UNet2DConditionModel:
     """A UNet2DConditionModel conditioned like SDXL's: text context, pooled text and time ids."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(

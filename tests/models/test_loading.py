@@ -65,14 +65,17 @@ def test_dtypes(sd64, sd_folder):
     assert resolve_dtype("torch.bfloat16", torch.device("cpu")) == torch.bfloat16
 
 
-def test_missing_tokenizer_is_built_from_open_clip(tmp_path, sd, sdv_folder):
+def test_missing_tokenizer_is_built_from_open_clip(tmp_path, sd):
     folder = save_tiny_pipeline(tmp_path / "pipe", "sd", tokenizer=False)
     assert not (folder / "tokenizer").exists()
     with pytest.warns(UserWarning, match="open_clip"):
         backend = StableDiffusion(folder, device="cpu")
     assert backend.tokenizers[0].pad_token == "<|endoftext|>"  # OpenAI CLIP (quick_gelu) padding
     assert torch.equal(backend.encode_prompt("a cat").cond, sd.encode_prompt("a cat").cond)
-    # an OpenCLIP text encoder (SD 2.x) pads with '!', as its own tokenizer does
+
+
+def test_missing_tokenizer_padding_follows_the_text_encoder(tmp_path, sdv_folder):
+    """An OpenCLIP text encoder (SD 2.x, gelu) pads with '!', as open_clip's tokenizer does."""
     openclip = tmp_path / "openclip"
     shutil.copytree(sdv_folder, openclip)
     shutil.rmtree(openclip / "tokenizer")
