@@ -193,3 +193,23 @@ def test_unreadable_and_missing_reference_images(clip, tmp_path):
         ImageSimilarityLoss(clip, reference_images=[str(tmp_path / "missing.png")])
     with pytest.raises(ValueError, match="empty"):
         ImageSimilarityLoss(clip, reference_images=[])
+
+
+def test_cached_tag_passes_offline_and_quickgelu_tags_build_with_it(monkeypatch, tmp_path):
+    from doodl.guidance.clip_model import resolve_pretrained
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "open_clip_model.safetensors").write_bytes(b"")
+    assert resolve_pretrained("ViT-B-32", "laion2b_s34b_b79k", cache_dir=str(tmp_path)) == {}
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # only inspects the tag table: no download happens here
+    assert resolve_pretrained("ViT-B-32", "openai") == {"force_quick_gelu": True}
+    assert resolve_pretrained("ViT-B-32-quickgelu", "openai") == {}
