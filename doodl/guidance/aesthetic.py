@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .base import GuidanceLoss, Items, check_images, per_item
 from .clip_model import OpenCLIP
-from .cutouts import Cutouts
+from .cutouts import Cutouts, generators_of
 
 SCORE_MIN, SCORE_MAX = 1.0, 10.0
 
@@ -135,17 +135,17 @@ class AestheticLoss(GuidanceLoss):
         self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed) if cutouts else None
         self.freeze_()
 
-    def aesthetic(self, images: Tensor) -> Tensor:
+    def aesthetic(self, images: Tensor, items: Items | None = None) -> Tensor:
         """(B, n) clipped scores of every crop (n = 1: the whole image)."""
         check_images(images)
-        crops = self.cutouts(images) if self.cutouts is not None else self.clip.resize(images)[:, None]
+        crops = self.cutouts(images, generators_of(items)) if self.cutouts is not None else self.clip.resize(images)[:, None]
         batch, n = crops.shape[:2]
         embeds = self.clip.embed_images(crops.flatten(0, 1))  # (B*n, D), unit norm
         head_dtype = next(self.head.parameters()).dtype
         return self.head(embeds.to(head_dtype)).float().view(batch, n).clamp(SCORE_MIN, SCORE_MAX)
 
     def forward(self, images: Tensor, items: Items | None = None) -> Tensor:
-        scores = self.aesthetic(images)  # (B, n)
+        scores = self.aesthetic(images, items)  # (B, n)
         if self.mode == "maximize":
             return self.weight * -scores.mean(1)
         target = torch.tensor(per_item("target_score", self.target_score, items, images.shape[0]),
@@ -155,4 +155,4 @@ class AestheticLoss(GuidanceLoss):
     @torch.no_grad()
     def score(self, images: Tensor, items: Items | None = None) -> Tensor:
         """Aesthetic score in [1, 10] of each image, (B,) (mean over crops when cutouts are on)."""
-        return self.aesthetic(images).mean(1)
+        return self.aesthetic(images, items).mean(1)

@@ -4,7 +4,9 @@
     score = loss.score(images, items)           (B,), a human-meaningful number for logging
 
 ``items`` is an optional per-sample list of dicts from a prompt dataset, e.g.
-``{"prompt": "a cat", "target_class": 3, "reference_images": ["a.png"], "target_score": 7.0}``.
+``{"prompt": "a cat", "target_class": 3, "reference_images": ["a.png"], "target_score": 7.0}``;
+an item's optional "generator" (a ``torch.Generator``) draws that image's random crops, so an
+image's crops do not depend on the batch it is in (the app gives each item its own stream).
 A loss built with a fixed target uses it; otherwise it reads its key from the items and raises
 a ``ValueError`` naming the key when neither is there. All weights are frozen at construction
 (``requires_grad_(False)``, eval mode, and ``train()`` keeps them in eval mode): gradients flow

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .aesthetic import load_state_dict_file
 from .base import GuidanceLoss, Items, check_images, per_item
-from .cutouts import Cutouts, _pair
+from .cutouts import Cutouts, _pair, generators_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -156,11 +156,11 @@ class ClassifierLoss(GuidanceLoss):
             )
         return index
 
-    def logits(self, images: Tensor) -> Tensor:
+    def logits(self, images: Tensor, items: Items | None = None) -> Tensor:
         """(B, n, classes) logits of every crop (n = 1: the whole image at ``input_size``)."""
         check_images(images)
         if self.cutouts is not None:
-            crops = self.cutouts(images)
+            crops = self.cutouts(images, generators_of(items))
         elif self.input_size is not None:
             crops = F.adaptive_avg_pool2d(images, self.input_size)[:, None]
         else:
@@ -178,7 +178,7 @@ class ClassifierLoss(GuidanceLoss):
         return torch.tensor([self._check_class(t, classes) for t in targets], device=device)
 
     def forward(self, images: Tensor, items: Items | None = None) -> Tensor:
-        logits = self.logits(images)  # (B, n, C)
+        logits = self.logits(images, items)  # (B, n, C)
         batch, n, classes = logits.shape
         target = self._targets(items, batch, classes, logits.device)
         ce = F.cross_entropy(logits.flatten(0, 1), target.repeat_interleave(n), reduction="none")
@@ -187,7 +187,7 @@ class ClassifierLoss(GuidanceLoss):
     @torch.no_grad()
     def score(self, images: Tensor, items: Items | None = None) -> Tensor:
         """Probability of the target class, (B,) (mean over crops when cutouts are on)."""
-        logits = self.logits(images)
+        logits = self.logits(images, items)
         target = self._targets(items, logits.shape[0], logits.shape[2], logits.device)
         probs = logits.softmax(-1)
         return probs.gather(2, target.view(-1, 1, 1).expand(-1, probs.shape[1], 1)).squeeze(2).mean(1)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .base import GuidanceLoss, Items, check_images, per_item
 from .clip_model import OpenCLIP, spherical_distance
-from .cutouts import Cutouts
+from .cutouts import Cutouts, generators_of
 
 Reduction = Literal["min", "mean"]
 
@@ -67,7 +67,7 @@ class CLIPEmbeddingLoss(GuidanceLoss):
         """(B, n) spherical distance of every crop to its image's target."""
         check_images(images)
         target = self.targets(items, images.shape[0]).to(images.device)  # (B, D)
-        crops = self.cutouts(images)  # (B, n, 3, S, S)
+        crops = self.cutouts(images, generators_of(items))  # (B, n, 3, S, S)
         batch, n = crops.shape[:2]
         embeds = self.clip.embed_images(crops.flatten(0, 1)).view(batch, n, -1)  # (B, n, D)
         return spherical_distance(embeds, target[:, None])

@@ -6,10 +6,14 @@ SPEC.md section 4. For each of n crops of an image of size (H, W):
     (top, left) uniform over the positions where the crop fits
     crop -> adaptive average pool to the model's input size
 power < 1 favours large crops (0.3 by default). Every call draws fresh crops, separately for each
-image, from one explicit ``torch.Generator``, so a seeded run repeats exactly.
+image, from one explicit ``torch.Generator``, so a seeded run repeats exactly. A caller may
+instead give one generator per image (``generators_of(items)``: an item's "generator" key), so
+that an image's crops depend only on its own stream, not on the batch it is in.
 """
 
 from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +27,13 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     if len(size) != 2:
         raise ValueError(f"cut_size must be an int or (height, width), got {size}")
     return size
+
+
+def generators_of(items: Sequence[Mapping[str, Any]] | None) -> list[torch.Generator | None] | None:
+    """Each item's own crop generator (its "generator" key), or None when no item has one."""
+    if not items or not any(isinstance(it.get("generator"), torch.Generator) for it in items):
+        return None
+    return [it.get("generator") for it in items]
 
 
 class Cutouts:
@@ -59,29 +70,34 @@ class Cutouts:
             raise ValueError("generator must be a CPU torch.Generator (it draws crop sizes and positions)")
         self.generator = generator
 
-    def sample_boxes(self, height: int, width: int) -> list[tuple[int, int, int]]:
-        """``n`` crops as (top, left, size), drawn from the generator."""
+    def sample_boxes(self, height: int, width: int, generator: torch.Generator | None = None) -> list[tuple[int, int, int]]:
+        """``n`` crops as (top, left, size), drawn from ``generator`` (default: the cutouts' own)."""
+        gen = self.generator if generator is None else generator
         min_size = min(height, width, *self.cut_size)
         max_size = min(height, width)
         boxes = []
         for _ in range(self.n):
-            u = torch.rand((), generator=self.generator).item()
+            u = torch.rand((), generator=gen).item()
             size = int(u**self.power * (max_size - min_size) + min_size)
-            top = int(torch.randint(0, height - size + 1, (), generator=self.generator))
-            left = int(torch.randint(0, width - size + 1, (), generator=self.generator))
+            top = int(torch.randint(0, height - size + 1, (), generator=gen))
+            left = int(torch.randint(0, width - size + 1, (), generator=gen))
             boxes.append((top, left, size))
         return boxes
 
-    def __call__(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, n, C, *cut_size); n = 1 (the whole image) when crops are off."""
+    def __call__(self, images: Tensor, generators: Sequence[torch.Generator | None] | None = None) -> Tensor:
+        """(B, C, H, W) -> (B, n, C, *cut_size); n = 1 (the whole image) when crops are off.
+        ``generators``: one per image (None entries use the cutouts' own generator)."""
         if images.dim() != 4:
             raise ValueError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
         batch, channels, height, width = images.shape
+        if generators is not None and len(generators) != batch:
+            raise ValueError(f"got {len(generators)} generators for {batch} images: pass one per image")
         if self.n == 0:
             return F.adaptive_avg_pool2d(images, self.cut_size).unsqueeze(1)
         crops = []
         for b in range(batch):
-            for top, left, size in self.sample_boxes(height, width):
+            gen = None if generators is None else generators[b]
+            for top, left, size in self.sample_boxes(height, width, gen):
                 crop = images[b : b + 1, :, top : top + size, left : left + size]
                 crops.append(F.adaptive_avg_pool2d(crop, self.cut_size))
         return torch.cat(crops).view(batch, self.n, channels, *self.cut_size)

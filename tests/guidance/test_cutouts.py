@@ -76,3 +76,21 @@ def test_bad_arguments():
         Cutouts(16, power=0)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         Cutouts(16)(torch.rand(3, 16, 16))
+
+
+def test_per_image_generators_make_crops_independent_of_the_batch():
+    """With one generator per image (an item's "generator"), image k's crops do not depend on
+    which other images share its batch."""
+    import torch
+
+    from doodl.guidance.cutouts import Cutouts, generators_of
+
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cut = Cutouts(8, n=4, seed=123)
+    items = [{"generator": torch.Generator().manual_seed(s)} for s in (1, 2)]
+    batch = cut(images, generators_of(items))
+    alone = cut(images[1:], [torch.Generator().manual_seed(2)])
+    torch.testing.assert_close(batch[1:], alone, rtol=0, atol=0)
+    assert generators_of([{"prompt": "x"}]) is None
+    with pytest.raises(ValueError, match="one per image"):
+        cut(images, [None])
