@@ -88,3 +88,21 @@ def test_generator_meets_the_target(manifest):
     """The recorded plain-DDIM sample accuracy on digits 0-7 (judge) is at least 85%."""
     assert manifest["evaluation"]["generator_samples_per_digit"] >= 50
     assert manifest["scores"]["generator_judge_accuracy_0_7"] >= 0.85
+
+
+@pytest.mark.slow
+def test_generator_accuracy_recomputes(manifest):
+    """Re-runs the manifest's plain-DDIM evaluation (same prompts, seed, steps, scale) with the judge."""
+    from doodl.digits.train import GUIDANCE_SCALE
+    from doodl.digits.train_generator import sample
+
+    ev = manifest["evaluation"]
+    target = torch.arange(10).repeat_interleave(ev["generator_samples_per_digit"])
+    images = sample(assets.load_pipeline(), [data.caption(int(d)) for d in target], manifest["seeds"]["samples"],
+                    ev["ddim_steps"], ev["guidance_scale"])
+    assert ev["guidance_scale"] == GUIDANCE_SCALE
+    with torch.no_grad():
+        judged = assets.load_judge()(images).argmax(-1)
+    seen = target < 8
+    acc = (judged[seen] == target[seen]).float().mean().item()
+    assert acc == pytest.approx(manifest["scores"]["generator_judge_accuracy_0_7"], abs=0.02)
