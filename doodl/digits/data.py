@@ -19,8 +19,14 @@ TEMPLATES = (
     "the digit {}",
     "a handwritten {}",
 )
+STYLED_TEMPLATES = (  # the same with a style word, tiny-CLIP captions only
+    "a {style} handwritten digit {}",
+    "a {style} drawing of the number {}",
+    "a {style} digit {}",
+    "a {style} handwritten {}",
+)
 EVAL_TEMPLATE = TEMPLATES[0]
-STYLE_WORDS = ("thin", "thick")  # tiny-CLIP captions only: the lightest / heaviest third of A
+STYLE_WORDS = ("thin", "thick")  # the lightest / heaviest third of split A by ink
 SPLIT_SEED = 0
 SPLIT_SIZES = {"test": 297, "A": 800, "B": 700}  # sums to the 1797 images
 
@@ -62,11 +68,10 @@ def boldness(ink: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 
 
 def caption(label: int, template: int = 0, style: str | None = None) -> str:
-    """E.g. caption(3) = "a handwritten digit three"; style adds an adjective before the digit words."""
-    text = TEMPLATES[template].format(WORDS[label])
-    if style is not None:
-        text = text.replace("a handwritten", f"a {style} handwritten", 1) if text.startswith("a handwritten") else f"a {style} " + text.removeprefix("a ").removeprefix("the ")
-    return text
+    """E.g. caption(3) = "a handwritten digit three"; caption(3, 2, "thick") = "a thick digit three"."""
+    if style is None:
+        return TEMPLATES[template].format(WORDS[label])
+    return STYLED_TEMPLATES[template].format(WORDS[label], style=style)
 
 
 def random_captions(labels: torch.Tensor, generator: torch.Generator, drop: float = 0.0,

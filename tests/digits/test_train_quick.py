@@ -84,3 +84,13 @@ def test_truncated_tokenizer_keeps_clip_ids():
             assert tok(word, add_special_tokens=False).input_ids == full_ids, word
     assert tok.eos_token_id == len(tok) - 1 and tok.bos_token_id == len(tok) - 2
     assert tok("three").input_ids == [tok.bos_token_id, 2097, tok.eos_token_id]
+
+
+def test_captions_and_boldness():
+    assert data.caption(3) == "a handwritten digit three"
+    assert data.caption(9, 2, "thick") == "a thick digit nine"
+    g = torch.Generator().manual_seed(0)
+    caps = data.random_captions(torch.zeros(400, dtype=torch.long), g, drop=0.1)
+    assert 20 <= caps.count("") <= 60 and all(c == "" or c.endswith("zero") for c in caps)
+    assert data.boldness(torch.tensor([0.0, 0.5, 1.0]), 0.0, 1.0).tolist() == [1.0, 5.5, 10.0]
+    assert data.boldness(torch.tensor([-1.0, 2.0]), 0.0, 1.0).tolist() == [1.0, 10.0]
