@@ -296,7 +296,8 @@ def shard(items: Sequence[Any], rank: int, world_size: int) -> list[Any]:
 
 # ---- torch data --------------------------------------------------------------------------------
 class ItemDataset(Dataset):
-    """The items as a map-style dataset; each read returns a fresh shallow copy of the item dict."""
+    """The items as a map-style dataset; each read returns a fresh shallow copy of the item dict.
+    Index ``None`` (``ItemSampler``'s filler) reads as ``None``, which ``collate_items`` drops."""
 
     def __init__(self, items: Sequence[dict]):
         self.items = list(items)
@@ -304,31 +305,36 @@ class ItemDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict:
-        return dict(self.items[index])
+    def __getitem__(self, index: int | None) -> dict | None:
+        return None if index is None else dict(self.items[index])
 
 
 class ItemSampler(DistributedSampler):
-    """The indices of one rank's shard, in order, never padded: every item runs on exactly one rank.
+    """One rank's shard of indices in order, then ``None`` fillers up to ``ceil(n / num_replicas)``.
 
-    A ``DistributedSampler`` subclass so that Lightning keeps it as it is even with
-    ``use_distributed_sampler=True`` (Lightning's own sampler would repeat items to even out ranks).
+    Every item is on exactly one rank, never repeated (Lightning's own ``DistributedSampler`` would
+    repeat items to even out the ranks). The fillers give every rank the same number of batches,
+    as Lightning's per-step collectives need; ``collate_items`` drops them, so a rank with fewer
+    items gets shorter (possibly empty) batches at the end. A ``DistributedSampler`` subclass, so
+    Lightning keeps it as it is even with ``use_distributed_sampler=True``.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.indices = shard(range(len(dataset)), rank, num_replicas)
+        n = len(dataset)
+        self.indices: list[int | None] = shard(range(n), rank, num_replicas)
+        self.indices += [None] * (math.ceil(n / num_replicas) - len(self.indices))
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int | None]:
         return iter(self.indices)
 
     def __len__(self) -> int:
         return len(self.indices)
 
 
-def collate_items(batch: list[dict]) -> list[dict]:
-    """A batch is the list of item dicts, unchanged."""
-    return batch
+def collate_items(batch: list[dict | None]) -> list[dict]:
+    """A batch is the list of item dicts, unchanged (``ItemSampler``'s fillers dropped: it may be empty)."""
+    return [it for it in batch if it is not None]
 
 
 class PromptDataModule(L.LightningDataModule):

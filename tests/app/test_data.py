@@ -217,15 +217,23 @@ def test_shard_covers_every_item_once(world_size, n):
 
 
 @pytest.mark.parametrize("world_size", [2, 3, 4])
-def test_dataloaders_shard_by_rank(world_size):
-    dm = PromptDataModule(prompts=[f"p{k}" for k in range(7)], batch_size=2)
-    seen = []
+@pytest.mark.parametrize("n", [1, 5, 7])
+def test_dataloaders_shard_by_rank_with_equal_batch_counts(world_size, n):
+    dm = PromptDataModule(prompts=[f"p{k}" for k in range(n)], batch_size=2)
+    seen, counts = [], set()
     for rank in range(world_size):
         dm.trainer = SimpleNamespace(global_rank=rank, world_size=world_size)
-        got = [it["id"] for b in dm.train_dataloader() for it in b]
+        loader = dm.train_dataloader()
+        batches = list(loader)
+        counts.add(len(batches))
+        assert len(loader) == len(batches)
+        got = [it["id"] for b in batches for it in b]
         assert got == [it["id"] for it in dm.items_for_rank(rank, world_size)]
-        assert len(ItemSampler(list(range(7)), world_size, rank)) == len(got)
         seen += got
-    assert sorted(seen) == sorted(it["id"] for it in dm.items)
+    assert sorted(seen) == sorted(it["id"] for it in dm.items)  # every item once
+    assert len(counts) == 1  # Lightning's per-step collectives need as many steps on every rank
+    sampler = ItemSampler(list(range(5)), 2, 1)
+    assert list(sampler) == [1, 3, None] and len(sampler) == 3
+    assert collate_items([{"id": "a"}, None]) == [{"id": "a"}] and collate_items([None]) == []
     with pytest.raises(ValueError, match="rank"):
         shard([1], 2, 2)
