@@ -1,0 +1,6 @@
+"""Callbacks of a doodl run (use them from LightningCLI YAML by ``class_path``)."""
+
+from .image_writer import ImageWriter
+from .results_table import ResultsTable
+
+__all__ = ["ImageWriter", "ResultsTable"]

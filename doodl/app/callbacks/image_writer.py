@@ -1,0 +1,132 @@
+"""Images of a run as PNG files with their metadata beside them, a grid, and the same in the loggers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torchvision.utils import make_grid
+
+from doodl.app.paths import run_dir
+
+from .common import (dataset_items, final_outputs, gather, read_png, tensorboard_loggers, wandb_loggers,
+                     write_json, write_png)
+
+GRID_PADDING = 2  # pixels between grid cells (torchvision's default)
+
+
+def _caption(item_id: str, prompt: Any) -> str:
+    return f"{item_id}: {prompt}" if prompt else item_id
+
+
+class ImageWriter(L.Callback):
+    """Write the images of a DOODL run under its run folder (``doodl.app.paths.run_dir``).
+
+    - every ``every_n_iterations`` (0: never) iterations k = 0, N, 2N, ...:
+      ``images/<id>/iter_<k:04d>.png`` and ``.json`` (the item's fields, iteration, loss, scores);
+    - at the end of training (``write_final``): ``final/<id>.png`` and ``.json`` for the best
+      iterate of each item (``pl_module.final_outputs``), written by the rank that owns the item;
+    - ``grid``: ``grid.png`` of all final images in item order (``grid_columns`` per row, default
+      about sqrt(n)), assembled by rank 0 from the PNG files.
+
+    Images also go to every ``WandbLogger`` (``log_image``) and ``TensorBoardLogger`` (``add_image``).
+    A file that cannot be written raises.
+    """
+
+    def __init__(self, every_n_iterations: int = 0, write_final: bool = True, grid: bool = True,
+                 grid_columns: int | None = None):
+        super().__init__()
+        if not isinstance(every_n_iterations, int) or every_n_iterations < 0:
+            raise ValueError(f"every_n_iterations must be an int >= 0 (0: only final images), got {every_n_iterations!r}")
+        if grid_columns is not None and (not isinstance(grid_columns, int) or grid_columns < 1):
+            raise ValueError(f"grid_columns must be an int >= 1 or None, got {grid_columns!r}")
+        if grid and not write_final:
+            raise ValueError("the grid is assembled from the final PNG files: set write_final=True, or grid=False")
+        self.every_n_iterations = every_n_iterations
+        self.write_final = write_final
+        self.grid = grid
+        self.grid_columns = grid_columns
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        run_dir(trainer)  # settle the folder now, on every rank together (it may broadcast)
+
+    # ---- every N iterations ----------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.every_n_iterations == 0 or not outputs or not outputs.get("ids"):
+            return  # nothing ran in this step (every item of the batch was finished)
+        k = int(outputs["iteration"])
+        if k % self.every_n_iterations:
+            return
+        items = {it["id"]: it for it in batch} if isinstance(batch, list) else {}
+        root = run_dir(trainer) / "images"
+        paths, captions = [], []
+        for b, item_id in enumerate(outputs["ids"]):
+            item = items.get(item_id, {"id": item_id})
+            image = outputs["images"][b]  # (3, H, W)
+            path = root / item_id / f"iter_{k:04d}.png"
+            write_png(path, image)
+            write_json(path.with_suffix(".json"), {
+                **item, "iteration": k, "loss": outputs["item_loss"][b],
+                "scores": {name: v[b] for name, v in outputs.get("scores", {}).items()},
+            })
+            paths.append(str(path))
+            captions.append(f"iteration {k}: {item.get('prompt', '')}")
+            for tb in tensorboard_loggers(trainer):
+                tb.experiment.add_image(f"images/{item_id}", image, global_step=k)
+        for wb in wandb_loggers(trainer):
+            for item_id, path, caption in zip(outputs["ids"], paths, captions):
+                wb.log_image(key=f"images/{item_id}", images=[path], caption=[caption], step=trainer.global_step)
+
+    # ---- end of training -------------------------------------------------------------------------
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.write_final:
+            return
+        root = run_dir(trainer)
+        written = []
+        for out in final_outputs(pl_module):
+            item = out.get("item") or {"id": out["id"]}
+            path = root / "final" / f"{out['id']}.png"
+            write_png(path, out["image"])
+            write_json(path.with_suffix(".json"), {
+                **item, "loss": out["loss"], "scores": out["scores"], "best_iteration": out["best_iteration"],
+                "iterations": out["iterations"], "stopped_early": out["stopped_early"],
+                "skipped_updates": out["skipped_updates"],
+            })
+            written.append({"id": out["id"], "prompt": item.get("prompt"), "path": str(path)})
+        trainer.strategy.barrier("doodl-image-writer")
+        records = [r for part in gather(trainer, written) for r in part]
+        if trainer.is_global_zero and records:
+            self._finish(trainer, root, records)
+
+    def _finish(self, trainer: L.Trainer, root: Path, records: list[dict]) -> None:
+        """Rank 0: order the final images as the items, build the grid, log them."""
+        order = {it["id"]: k for k, it in enumerate(dataset_items(trainer) or [])}
+        records = sorted(records, key=lambda r: (order.get(r["id"], len(order)), r["id"]))
+        missing = [r["path"] for r in records if not Path(r["path"]).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"rank 0 cannot see final images written by other ranks, e.g. {missing[:3]}: put the run folder "
+                "(trainer.default_root_dir) on a filesystem that every node shares")
+        grid_path = root / "grid.png"
+        if self.grid:
+            images = [read_png(Path(r["path"])) for r in records]  # (3, H, W) uint8
+            shapes = sorted({tuple(im.shape) for im in images})
+            if len(shapes) > 1:
+                rank_zero_warn(f"final images have different sizes {shapes}: no grid.png written for this run")
+                grid_path = None
+            else:
+                nrow = self.grid_columns or math.ceil(math.sqrt(len(images)))
+                grid = make_grid(torch.stack(images).float() / 255.0, nrow=nrow, padding=GRID_PADDING)
+                write_png(grid_path, grid)
+                for tb in tensorboard_loggers(trainer):
+                    tb.experiment.add_image("grid", grid, global_step=trainer.global_step)
+        for wb in wandb_loggers(trainer):
+            if self.grid and grid_path is not None:
+                wb.log_image(key="grid", images=[str(grid_path)], caption=[f"{len(records)} items"])
+            wb.log_image(key="final", images=[r["path"] for r in records],
+                         caption=[_caption(r["id"], r["prompt"]) for r in records])
