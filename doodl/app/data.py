@@ -373,6 +373,22 @@ class PromptDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Nothing to do: the items were read and validated in ``__init__``, before any model work."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """The item ids, saved in every checkpoint so a resumed run is known to run the same items."""
+        return {"ids": [it["id"] for it in self.items]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Refuse to resume a checkpoint written for other items (an edited prompt file, other seeds or limit)."""
+        saved = state_dict.get("ids")
+        ids = [it["id"] for it in self.items]
+        if saved is not None and set(saved) != set(ids):  # the order only decides which rank runs an item
+            gone = [i for i in saved if i not in set(ids)]
+            new = [i for i in ids if i not in set(saved)]
+            raise ValueError(
+                f"the checkpoint was written for other items: {len(gone)} of its {len(saved)} ids are not in this "
+                f"dataset (e.g. {gone[:3]}), {len(new)} of this dataset's {len(ids)} are new (e.g. {new[:3]}): "
+                "resume with the same prompt file, seeds and limit, or start a new run without --ckpt_path")
+
     def items_for_rank(self, rank: int, world_size: int) -> list[dict]:
         """The items rank ``rank`` of ``world_size`` optimizes (the dataloaders' shard)."""
         return shard(self.items, rank, world_size)

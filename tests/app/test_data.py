@@ -237,3 +237,15 @@ def test_dataloaders_shard_by_rank_with_equal_batch_counts(world_size, n):
     assert collate_items([{"id": "a"}, None]) == [{"id": "a"}] and collate_items([None]) == []
     with pytest.raises(ValueError, match="rank"):
         shard([1], 2, 2)
+
+
+def test_checkpoint_state_refuses_other_items():
+    dm = PromptDataModule(prompts=["a", "b"], seeds=[0, 1])
+    state = dm.state_dict()
+    assert state == {"ids": [it["id"] for it in dm.items]}
+    PromptDataModule(prompts=["a", "b"], seeds=[0, 1]).load_state_dict(state)  # same items: fine
+    with pytest.raises(ValueError, match=r"2 of its 4 ids are not in this dataset .* 0 of this dataset's 2 are new"):
+        PromptDataModule(prompts=["a", "b"], seeds=[0, 1], limit=2).load_state_dict(state)
+    PromptDataModule(prompts=["a", "b"], seeds=[0, 1]).load_state_dict({"ids": state["ids"][::-1]})  # same set
+    with pytest.raises(ValueError, match=r"1 of its 1 ids are not in this dataset \(e.g. \['x'\]\)"):
+        dm.load_state_dict({"ids": ["x"]})

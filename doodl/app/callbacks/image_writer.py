@@ -41,7 +41,8 @@ class ImageWriter(L.Callback):
                  grid_columns: int | None = None):
         super().__init__()
         if not isinstance(every_n_iterations, int) or every_n_iterations < 0:
-            raise ValueError(f"every_n_iterations must be an int >= 0 (0: only final images), got {every_n_iterations!r}")
+            raise ValueError(
+                f"every_n_iterations must be an int >= 0 (0: only final images), got {every_n_iterations!r}")
         if grid_columns is not None and (not isinstance(grid_columns, int) or grid_columns < 1):
             raise ValueError(f"grid_columns must be an int >= 1 or None, got {grid_columns!r}")
         if grid and not write_final:
