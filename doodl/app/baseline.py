@@ -1,0 +1,41 @@
+"""What ``doodl predict`` produces for a batch of items: the unguided sample, or the one-step
+guidance baseline (SPEC.md section 7) with the same noise model, loss and start latents as DOODL."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from doodl.core.onestep import one_step_guided_sample
+
+METHODS = ("plain", "onestep")
+
+
+def predict_images(module: Any, batch: Sequence[Mapping[str, Any]], method: str) -> dict[str, Any]:
+    """Images (B, 3, H, W) in [0, 1] for ``method`` "plain" (EDICT from the start latents, no
+    guidance loss) or "onestep" (DDIM with one-step guidance at every step), and their scores."""
+    if method not in METHODS:
+        raise ValueError(f"predict method must be one of {METHODS}, got {method!r}")
+    h, model = module.hparams, module.model
+    starts = [module.starts()(it) for it in batch]
+    x = torch.cat([s[0] for s in starts])
+    y = torch.cat([s[1] for s in starts])
+    eps_fn = model.eps_fn(model.encode_prompt([it["prompt"] for it in batch]), h.cfg_scale)
+    gens = [torch.Generator().manual_seed(int(it.get("seed", 0)) * 1000003 + 1) for it in batch]
+    items = [{**it, "generator": g} for it, g in zip(batch, gens)]
+    if method == "plain":
+        x0, _ = module.sampler.sample(eps_fn, x, y, start=module.start_step)
+    else:
+        weights = torch.tensor([float(it.get("weight", 1.0)) for it in batch], device=x.device, dtype=x.dtype)
+
+        def loss_fn(s: Tensor) -> Tensor:
+            return h.guidance_scale * weights * module.guidance(model.decode(s, clamp=h.decode_clamp), items).to(weights.dtype)
+
+        x0 = one_step_guided_sample(module.sampler, eps_fn, loss_fn, x, start=module.start_step)
+    with torch.no_grad():
+        images = model.decode(x0, clamp=h.decode_clamp)
+        scores = module.guidance.score(images, items).float().cpu()
+    return {"ids": [it["id"] for it in batch], "images": images.float().cpu(), "scores": {"score": scores},
+            "method": method, "items": list(batch)}

@@ -1,0 +1,88 @@
+"""Per-item optimization state: one latent pair, its own optimizer and its own random streams.
+
+Everything an item's trajectory depends on lives here, so an item gives the same result
+whatever batch or rank it is run in, and a checkpoint restores it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from doodl.core.update import DOODLOptimizer
+
+
+def item_generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for one of an item's random streams (0: perturbation, 1: crops)."""
+    return torch.Generator().manual_seed(int(seed) * 1000003 + stream)
+
+
+@dataclass
+class ItemState:
+    """Latents (x, y) of one item, shape (1, C, h, w) each, and all that moves them."""
+
+    id: str
+    x: Tensor
+    y: Tensor
+    optimizer: DOODLOptimizer
+    crop_generator: torch.Generator
+    iterations: int = 0  # DOODL iterations run so far
+    best_loss: float = math.inf
+    best_iteration: int = -1
+    best_latents: Tensor | None = None  # (2, C, h, w): the pair that gave best_loss
+    best_image: Tensor | None = None  # (3, H, W) on CPU
+    best_scores: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+    skipped_updates: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. inversion PSNR of an edit
+
+    @classmethod
+    def create(cls, item_id: str, x: Tensor, y: Tensor, seed: int, **opt_kwargs: Any) -> "ItemState":
+        x = torch.nn.Parameter(x.detach().clone())
+        y = torch.nn.Parameter(y.detach().clone())
+        opt = DOODLOptimizer([(x, y)], generator=item_generator(seed, 0), **opt_kwargs)
+        return cls(id=item_id, x=x, y=y, optimizer=opt, crop_generator=item_generator(seed, 1))
+
+    def record(self, loss: float, iteration: int, image: Tensor, scores: dict[str, float]) -> None:
+        """Keep the pair that was just evaluated if it is the best so far (call before the update).
+        The first iterate is always kept, so an item whose loss is never finite still has a result."""
+        better = math.isfinite(loss) and (not math.isfinite(self.best_loss) or loss < self.best_loss)
+        if self.best_image is None or better:
+            self.best_loss, self.best_iteration = loss, iteration
+            self.best_latents = torch.cat([self.x.detach(), self.y.detach()]).cpu().clone()
+            self.best_image = image.detach().cpu().clone()
+            self.best_scores = dict(scores)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "x": self.x.detach().cpu().clone(), "y": self.y.detach().cpu().clone(),
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "crop_generator": self.crop_generator.get_state(),
+            "iterations": self.iterations, "best_loss": self.best_loss, "best_iteration": self.best_iteration,
+            "best_latents": self.best_latents, "best_image": self.best_image, "best_scores": self.best_scores,
+            "stopped_early": self.stopped_early, "skipped_updates": self.skipped_updates, "extra": self.extra,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.x.copy_(state["x"])
+            self.y.copy_(state["y"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.crop_generator.set_state(state["crop_generator"])
+        for key in ("iterations", "best_loss", "best_iteration", "best_latents", "best_image",
+                    "best_scores", "stopped_early", "skipped_updates", "extra"):
+            setattr(self, key, state[key])
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj

@@ -1,0 +1,30 @@
+"""Weights & Biases by default, offline when no API key is configured (sync later with
+``wandb sync``); CSV and TensorBoard are Lightning's own loggers."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger as _WandbLogger
+
+
+def wandb_api_key_configured() -> bool:
+    """True when W&B can authenticate: WANDB_API_KEY, or an api.wandb.ai entry in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+class WandbLogger(_WandbLogger):
+    """Lightning's WandbLogger with ``offline=None`` meaning: offline unless an API key is set."""
+
+    def __init__(self, project: str = "doodl", offline: bool | None = None, save_dir: str = "outputs", **kwargs: Any):
+        if offline is None:
+            offline = not wandb_api_key_configured() or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+        os.makedirs(save_dir, exist_ok=True)
+        super().__init__(project=project, offline=offline, save_dir=save_dir, **kwargs)
