@@ -9,6 +9,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from .paths import run_dir
+
 
 class LatentCheckpoint(ModelCheckpoint):
     """``last.ckpt`` (and the newest ``epoch=E-step=S.ckpt``) after every ``every_n_epochs`` epochs (an epoch is one DOODL iteration of
@@ -33,6 +35,11 @@ class LatentCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps, save_on_train_epoch_end=True,
         )
         self.save_on_sigterm = save_on_sigterm
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self._user_dirpath is None:  # keep checkpoints with the run's other outputs
+            self.dirpath = str(run_dir(trainer) / "checkpoints")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if self.save_on_sigterm and isinstance(exception, SIGTERMException) and self.dirpath is not None:

@@ -1,0 +1,88 @@
+"""A contact sheet comparing DOODL with its baselines on the same items, noise and loss.
+
+At the end of ``fit`` each rank runs the baselines (``doodl.app.baseline``: "plain" unguided,
+"onestep" guidance) on its own items and writes ``compare/<method>/<id>.png`` beside
+``compare/doodl/<id>.png`` (DOODL's best iterate); rank 0 assembles ``contact_sheet.png`` (rows:
+items, columns: methods, each cell captioned with its guidance score) and ``compare/results.jsonl``,
+and logs the sheet to W&B and TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import torch
+from PIL import Image, ImageDraw
+
+from ..baseline import METHODS, predict_images
+from ..paths import run_dir
+from .common import dataset_items, final_outputs, gather, jsonable, read_png, tensorboard_loggers, wandb_loggers, write_png, write_text
+
+
+class ContactSheet(L.Callback):
+    """Args:
+        methods: baselines to run next to DOODL, from ("plain", "onestep").
+        cell: pixel size of each image on the sheet (small images are enlarged, nearest neighbour).
+        batch_size: items per baseline batch.
+    """
+
+    def __init__(self, methods: Sequence[str] = ("plain", "onestep"), cell: int = 96, batch_size: int = 8):
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown methods {bad}: choose from {METHODS}")
+        self.methods, self.cell, self.batch_size = list(methods), int(cell), int(batch_size)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        root = run_dir(trainer) / "compare"
+        outs = final_outputs(pl_module)
+        records = []
+        for out in outs:
+            write_png(root / "doodl" / f"{out['id']}.png", out["image"])
+            records.append({"id": out["id"], "method": "doodl", "score": out["scores"].get("score")})
+        for method in self.methods:
+            for start in range(0, len(outs), self.batch_size):
+                batch = [o["item"] for o in outs[start:start + self.batch_size]]
+                with torch.inference_mode(False):
+                    pred = predict_images(pl_module, batch, method)
+                for k, item_id in enumerate(pred["ids"]):
+                    write_png(root / method / f"{item_id}.png", pred["images"][k])
+                    records.append({"id": item_id, "method": method, "score": float(pred["scores"]["score"][k])})
+        trainer.strategy.barrier("doodl-contact-sheet")
+        records = [r for part in gather(trainer, records) for r in part]
+        if trainer.is_global_zero and records:
+            self._finish(trainer, root, records)
+
+    def _finish(self, trainer: L.Trainer, root: Path, records: list[dict]) -> None:
+        order = {it["id"]: k for k, it in enumerate(dataset_items(trainer) or [])}
+        prompts = {it["id"]: it.get("prompt", it["id"]) for it in dataset_items(trainer) or []}
+        ids = sorted({r["id"] for r in records}, key=lambda i: (order.get(i, len(order)), i))
+        columns = [*self.methods, "doodl"]
+        score = {(r["id"], r["method"]): r["score"] for r in records}
+        write_text(root / "results.jsonl", "".join(json.dumps(jsonable(r)) + "\n" for r in records))
+        sheet = self.draw(root, ids, columns, score, prompts)
+        path = root.parent / "contact_sheet.png"
+        sheet.save(path)
+        for lg in wandb_loggers(trainer):
+            lg.log_image(key="contact_sheet", images=[str(path)], caption=[" | ".join(columns)])
+        for lg in tensorboard_loggers(trainer):
+            lg.experiment.add_image("contact_sheet", read_png(path), trainer.global_step)
+
+    def draw(self, root: Path, ids: list[str], columns: list[str], score: dict, prompts: dict) -> Image.Image:
+        c, label_w, head_h, text_h = self.cell, 220, 20, 14
+        sheet = Image.new("RGB", (label_w + c * len(columns), head_h + (c + text_h) * len(ids)), "white")
+        pen = ImageDraw.Draw(sheet)
+        for j, name in enumerate(columns):
+            pen.text((label_w + j * c + 4, 4), name, fill="black")
+        for i, item_id in enumerate(ids):
+            y = head_h + i * (c + text_h)
+            pen.text((4, y + c // 2 - 6), str(prompts.get(item_id, item_id))[:36], fill="black")
+            for j, name in enumerate(columns):
+                with Image.open(root / name / f"{item_id}.png") as im:
+                    sheet.paste(im.convert("RGB").resize((c, c), Image.Resampling.NEAREST), (label_w + j * c, y))
+                s = score.get((item_id, name))
+                if s is not None:
+                    pen.text((label_w + j * c + 4, y + c), f"score {s:.3f}", fill="black")
+        return sheet
