@@ -35,6 +35,7 @@ class LatentCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps, save_on_train_epoch_end=True,
         )
         self.save_on_sigterm = save_on_sigterm
+        self._user_dirpath = dirpath
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

@@ -153,3 +153,24 @@ def test_kill_and_resume_equals_uninterrupted(pipeline, tmp_path, sig):
     assert all(v["iterations"] == 5 for v in items_state(last_ckpt(cut)).values())
     results = sorted(cut.rglob("results.jsonl"), key=lambda p: p.stat().st_mtime)[-1]
     assert sorted(json.loads(l)["id"] for l in results.read_text().splitlines()) == sorted(a)
+
+
+def test_early_stop_at_target_score(pipeline, tmp_path):
+    """An item whose score reaches target_score stops; a never-reachable target stops nothing."""
+    _, model = fit(pipeline, tmp_path / "a", "--model.target_score=-100.0")
+    assert all(s.stopped_early and s.iterations == 1 for s in model.states.values())
+    _, model = fit(pipeline, tmp_path / "b", "--model.target_score=100.0")
+    assert all(not s.stopped_early and s.iterations == 3 for s in model.states.values())
+
+
+def test_test_subcommand_scores_saved_images(pipeline, tmp_path):
+    trainer, model = fit(pipeline, tmp_path)
+    final = Path(trainer.log_dir) / "final"
+    cli = main(["test", *args(pipeline, tmp_path), f"--model.eval_dir={final}"])
+    metrics = cli.trainer.callback_metrics
+    assert "test/score" in metrics
+    # the saved images are DOODL's best iterates: their score is the recorded best score (to 8-bit rounding)
+    best = torch.tensor([s.best_scores["score"] for s in model.states.values()]).mean()
+    assert abs(float(metrics["test/score"]) - float(best)) < 0.02
+    with pytest.raises(FileNotFoundError, match="eval_dir"):
+        main(["test", *args(pipeline, tmp_path), f"--model.eval_dir={tmp_path / 'nope'}"])
