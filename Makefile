@@ -21,7 +21,7 @@ test-all: install
 	WANDB_MODE=offline $(PY) -m pytest -q
 
 demo: install
-	WANDB_MODE=offline $(PY) -m doodl.demo
+	WANDB_MODE=offline .venv/bin/doodl fit -c configs/digits.yaml
 
 bench: install
 	$(PY) benchmarks/chain.py
