@@ -89,13 +89,7 @@ def _classifier_spec_ok(spec) -> bool:
 CLASSIFIER_CONFIGS = [c for c in CONFIGS if "ClassifierLoss" in c.read_text()]
 
 
-@pytest.mark.parametrize("cfg", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=(
-        "configs/sd15_classifier.yaml sets model: inception_v3, which ClassifierLoss reads as a TorchScript "
-        "file path; the fix: model: timm:inception_v3")))
-    if c.name == "sd15_classifier.yaml" else c
-    for c in CLASSIFIER_CONFIGS
-], ids=[c.stem for c in CLASSIFIER_CONFIGS])
+@pytest.mark.parametrize("cfg", CLASSIFIER_CONFIGS, ids=[c.stem for c in CLASSIFIER_CONFIGS])
 def test_classifier_is_buildable_by_name(cfg):
     guidance = load(cfg)["model"]["guidance"]
     args = guidance.get("init_args") or {}
