@@ -11,7 +11,7 @@ UNet2DConditionModel (16x16 latents, batch 1, classifier-free guidance as one ba
 Also the exactness figures at T=50: round trip error and gradient agreement with naive, in
 float64 and float32. Writes benchmarks/results/chain.json and prints a table.
 
-    python benchmarks/chain.py [--steps 5 10 20 50 100] [--repeats 3] [--out FILE]
+    python benchmarks/chain.py [--steps 5 10 20 50 100] [--repeats 3] [--threads N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -145,7 +145,10 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50, 100])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "chain.json")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     rows = speed_and_memory(args.steps, args.repeats)
     exact = exactness()
