@@ -4,7 +4,7 @@ PIP := .venv/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install test test-all demo bench train-digits clean
+.PHONY: install test test-all demo bench bench-digits train-digits clean
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -25,6 +25,9 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/chain.py
+
+bench-digits: install
+	$(PY) benchmarks/digits.py
 
 train-digits: install
 	$(PY) -m doodl.digits.train

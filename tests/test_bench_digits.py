@@ -1,0 +1,67 @@
+"""The digits benchmark (benchmarks/digits.py) end to end on a tiny setting: files and keys written."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "digits.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_digits", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: much faster than two on a shared 2-core machine for these tiny batches."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_run_writes_table_chart_and_json(bench, tmp_path, one_thread):
+    results = bench.main(["--n-seen", "2", "--n-unseen", "2", "--steps", "3", "--iterations", "2",
+                          "--batch-size", "4", "--out", str(tmp_path)])
+    for name in ("digits.json", "digits.md", "digits.png"):
+        assert (tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 0
+    saved = json.loads((tmp_path / "digits.json").read_text())
+    assert saved["command"].startswith("python benchmarks/digits.py") and "--steps 3" in saved["command"]
+    assert saved["settings"]["num_steps"] == 3 and saved["settings"]["iterations"] == 2
+    assert {"total_s", "plain_s", "onestep_s", "doodl_s"} <= set(saved["timing"])
+    assert set(saved["groups"]) == {"seen", "unseen"}
+    for rows in saved["groups"].values():
+        assert set(rows) == {"plain", "onestep", "doodl", "real"}
+        for row in rows.values():
+            for key in ("judge_acc", "guide_acc", "guide_prob", "clip", "gap"):
+                lo, hi = row[key]["ci95"]
+                assert lo <= row[key]["value"] + 1e-9 and row[key]["value"] <= hi + 1e-9
+            assert {"kid", "kid_std", "fid"} <= set(row["distance"])
+        assert rows["plain"]["n"] == 2 and rows["real"]["n"] > 2
+        assert len(rows["doodl"]["guide_prob_by_iteration"]) == 2
+    table = (tmp_path / "digits.md").read_text()
+    assert table.count("| seen |") == 4 and table.count("| unseen |") == 4
+    assert results["groups"]["unseen"]["doodl"]["iterations_run"]["max"] <= 2
+
+
+def test_items_have_distinct_seeds_and_group_labels(bench):
+    items = bench.make_items(16, 10)
+    assert len({it["seed"] for it in items}) == len(items) == 26
+    assert {it["target_class"] for it in items if it["group"] == "seen"} == set(range(8))
+    assert {it["target_class"] for it in items if it["group"] == "unseen"} == {8, 9}
+    assert all(it["prompt"].endswith(("eight", "nine")) for it in items if it["group"] == "unseen")
+
+
+def test_wilson_and_bootstrap_intervals(bench):
+    lo, hi = bench.wilson(80, 100)
+    assert 0.70 < lo < 0.80 < hi < 0.88
+    assert bench.wilson(0, 10)[0] == 0.0 and bench.wilson(10, 10)[1] == 1.0
+    lo, hi = bench.bootstrap(torch.arange(100.0))
+    assert lo < 49.5 < hi
