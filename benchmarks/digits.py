@@ -323,9 +323,9 @@ def parse(args: Sequence[str] | None) -> argparse.Namespace:
 
 
 SWEEP = [  # (name, overrides): DOODL step size / iterations and the one-step scale, on the guide score only
-    ("doodl clip 0.01", {"clip_grad_val": 0.01}),
     ("doodl clip 0.03", {"clip_grad_val": 0.03}),
     ("doodl clip 0.1", {"clip_grad_val": 0.1}),
+    ("doodl clip 0.3", {"clip_grad_val": 0.3}),
     ("onestep scale 1", {"onestep_guidance_scale": 1.0}),
     ("onestep scale 10", {"onestep_guidance_scale": 10.0}),
     ("onestep scale 100", {"onestep_guidance_scale": 100.0}),
