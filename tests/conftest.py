@@ -6,6 +6,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -19,6 +21,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@contextmanager
+def one_torch_thread():
+    """One torch thread inside the block: tiny models run faster on one thread than on two on a
+    shared 2-core machine. Fixtures of any scope wrap it: ``with one_torch_thread(): yield``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

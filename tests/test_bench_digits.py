@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .conftest import one_torch_thread
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "digits.py"
 
 
@@ -21,10 +23,8 @@ def bench():
 @pytest.fixture
 def one_thread():
     """One torch thread: much faster than two on a shared 2-core machine for these tiny batches."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 def test_tiny_run_writes_table_chart_and_json(bench, tmp_path, one_thread):

@@ -32,12 +32,10 @@ from doodl.guidance import (
 from doodl.models import StableDiffusion
 from doodl.models.tiny import save_tiny_pipeline
 
+from .conftest import one_torch_thread
+from .guidance.conftest import TINY_CLIP_CFG, TinyNet
+
 CLIP_NAME = "doodl-tiny-clip-every-loss"
-CLIP_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
 SIZE = 16  # pixels: 8 x 8 latents with the tiny VAE
 STEPS = 4
 CFG = 3.0
@@ -47,10 +45,8 @@ CROP_SEED = 1234
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -65,24 +61,12 @@ def clip(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("every_loss_clip")
     cfg = root / f"{CLIP_NAME}.json"
-    cfg.write_text(json.dumps(CLIP_CFG))
+    cfg.write_text(json.dumps(TINY_CLIP_CFG))
     open_clip.add_model_config(cfg)
     torch.manual_seed(0)
     ckpt = root / "tiny_clip.pt"
     torch.save(open_clip.create_model(CLIP_NAME).state_dict(), ckpt)
     return OpenCLIP(CLIP_NAME, str(ckpt))
-
-
-class TinyNet(nn.Module):
-    """A 5-class CNN classifier."""
-
-    def __init__(self, classes: int = 5):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.head = nn.Linear(8, classes)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 def reference_png(path, size=24):

@@ -15,6 +15,8 @@ import torch
 from doodl.app.cli import main
 from doodl.app.start import load_image, psnr
 
+from ..conftest import one_torch_thread
+
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "tests" / "conf" / "tiny.yaml"
 EDIT = ("--model.edit_strength=0.5", "--model.latent_dtype=float64", "--model.tied=false", "--model.renormalize=false")
@@ -22,10 +24,8 @@ EDIT = ("--model.edit_strength=0.5", "--model.latent_dtype=float64", "--model.ti
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

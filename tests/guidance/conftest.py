@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from ..conftest import one_torch_thread
+
 TINY_CLIP = "doodl-tiny-clip"
 TINY_CLIP_CFG = {
     "embed_dim": 32,
@@ -17,10 +19,8 @@ TINY_CLIP_CFG = {
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

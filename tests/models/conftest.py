@@ -7,14 +7,14 @@ import torch
 from doodl.models import StableDiffusion
 from doodl.models.tiny import save_tiny_pipeline
 
+from ..conftest import one_torch_thread
+
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """The tiny models are slower with 2 threads on a busy 2-core machine than with one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 def _folder(tmp_path_factory, kind, **kwargs):
