@@ -10,6 +10,8 @@ from torch import Tensor
 
 from doodl.core.onestep import one_step_guided_sample
 
+from .items import item_generator
+
 METHODS = ("plain", "onestep")
 
 
@@ -23,7 +25,7 @@ def predict_images(module: Any, batch: Sequence[Mapping[str, Any]], method: str)
     x = torch.cat([s[0] for s in starts])
     y = torch.cat([s[1] for s in starts])
     eps_fn = model.eps_fn(model.encode_prompt([it["prompt"] for it in batch]), h.cfg_scale)
-    gens = [torch.Generator().manual_seed(int(it.get("seed", 0)) * 1000003 + 1) for it in batch]
+    gens = [item_generator(int(it.get("seed", 0)), 1) for it in batch]  # the item's crop stream
     items = [{**it, "generator": g} for it, g in zip(batch, gens)]
     if method == "plain":
         x0, _ = module.sampler.sample(eps_fn, x, y, start=module.start_step)
