@@ -96,7 +96,7 @@ class AestheticLoss(GuidanceLoss):
         mode: 'maximize' (loss = -score) or 'target' (loss = |score - target|).
         target_score: the fixed target in 'target' mode; None reads ``items[i]["target_score"]``.
         cutouts: crops per image; None (default) scores the whole image (CLIP preprocessing).
-        cut_power, seed: crop settings when ``cutouts`` is set; the score averages over crops.
+        cut_power, seed, min_cut: crop settings when ``cutouts`` is set (``Cutouts``); the score averages over crops.
         weight: scale of the loss.
     """
 
@@ -111,6 +111,7 @@ class AestheticLoss(GuidanceLoss):
         cut_power: float = 0.3,
         seed: int = 0,
         weight: float = 1.0,
+        min_cut: int | None = None,
     ):
         super().__init__(weight)
         if not isinstance(clip, OpenCLIP):
@@ -132,7 +133,9 @@ class AestheticLoss(GuidanceLoss):
         self.clip = clip
         self.mode = mode
         self.target_score = target_score
-        self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed) if cutouts else None
+        if min_cut is not None and not cutouts:
+            raise ValueError("min_cut is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
+        self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut) if cutouts else None
         self.freeze_()
 
     def aesthetic(self, images: Tensor, items: Items | None = None) -> Tensor:

@@ -110,7 +110,7 @@ class ClassifierLoss(GuidanceLoss):
         input_size: the classifier's input size (int or (h, w)); None feeds the image at its own size.
         mean, std: input normalization (ImageNet by default).
         cutouts: crops per image (None: the whole image); requires ``input_size``.
-        cut_power, seed: crop settings.
+        cut_power, seed, min_cut: crop settings (``Cutouts``; min_cut lets crops be smaller than input_size).
         weight: scale of the loss.
     """
 
@@ -127,6 +127,7 @@ class ClassifierLoss(GuidanceLoss):
         cut_power: float = 0.3,
         seed: int = 0,
         weight: float = 1.0,
+        min_cut: int | None = None,
     ):
         super().__init__(weight)
         self.model = build_classifier(model, weights, num_classes)
@@ -134,7 +135,9 @@ class ClassifierLoss(GuidanceLoss):
         self.input_size = None if input_size is None else _pair(input_size)
         if cutouts and self.input_size is None:
             raise ValueError("cutouts need the classifier's input_size")
-        self.cutouts = Cutouts(self.input_size, n=cutouts, power=cut_power, seed=seed) if cutouts else None
+        if min_cut is not None and not cutouts:
+            raise ValueError("min_cut is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
+        self.cutouts = Cutouts(self.input_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut) if cutouts else None
         self.target_class = None if target_class is None else self._check_class(target_class)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))  # follow the model
         as_buffer = dict(dtype=torch.float32, device=device)

@@ -39,6 +39,7 @@ class CLIPEmbeddingLoss(GuidanceLoss):
         reduction: 'min' over crops (reference code) or 'mean' (diffusers' CLIP-guided example).
         seed: seed of the crop generator.
         weight: scale of the loss.
+        min_cut: smallest crop side in pixels (``Cutouts``; None: SPEC's min(side, input size)).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class CLIPEmbeddingLoss(GuidanceLoss):
         reduction: Reduction = "min",
         seed: int = 0,
         weight: float = 1.0,
+        min_cut: int | None = None,
     ):
         super().__init__(weight)
         if not isinstance(clip, OpenCLIP):
@@ -57,7 +59,7 @@ class CLIPEmbeddingLoss(GuidanceLoss):
             raise ValueError(f"reduction must be 'min' or 'mean', got {reduction!r}")
         self.clip = clip
         self.reduction = reduction
-        self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed)
+        self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut)
 
     def targets(self, items: Items | None, batch: int) -> Tensor:  # pragma: no cover - abstract
         """(B, D) unit-norm target embeddings."""
@@ -89,7 +91,7 @@ class CLIPTextLoss(CLIPEmbeddingLoss):
     Args:
         clip: ``OpenCLIP(model_name, pretrained)``; the paper's default is ViT-g-14 laion2b_s12b_b42k.
         prompt: a fixed prompt; None reads ``items[i]["prompt"]``.
-        cutouts, cut_power, reduction, seed, weight: see ``CLIPEmbeddingLoss``.
+        cutouts, cut_power, reduction, seed, weight, min_cut: see ``CLIPEmbeddingLoss``.
     """
 
     def __init__(
@@ -101,8 +103,9 @@ class CLIPTextLoss(CLIPEmbeddingLoss):
         reduction: Reduction = "min",
         seed: int = 0,
         weight: float = 1.0,
+        min_cut: int | None = None,
     ):
-        super().__init__(clip, cutouts, cut_power, reduction, seed, weight)
+        super().__init__(clip, cutouts, cut_power, reduction, seed, weight, min_cut)
         if prompt is not None and not isinstance(prompt, str):
             raise ValueError(f"prompt must be a string or None, got {type(prompt).__name__}")
         self.prompt = prompt

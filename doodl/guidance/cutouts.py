@@ -5,7 +5,10 @@ SPEC.md section 4. For each of n crops of an image of size (H, W):
     size = int(u ** power * (max_size - min_size) + min_size),  u ~ U[0, 1)
     (top, left) uniform over the positions where the crop fits
     crop -> adaptive average pool to the model's input size
-power < 1 favours large crops (0.3 by default). Every call draws fresh crops, separately for each
+power < 1 favours large crops (0.3 by default). ``min_cut`` lowers min_size below the model's input
+size, for images no larger than that input (the digits world: 16 px images for a 16 px classifier,
+where the SPEC rule makes every crop the whole image); a crop smaller than the input is upsampled to
+it bilinearly instead of pooled. Every call draws fresh crops, separately for each
 image, from one explicit ``torch.Generator``, so a seeded run repeats exactly. A caller may
 instead give one generator per image (``generators_of(items)``: an item's "generator" key), so
 that an image's crops depend only on its own stream, not on the batch it is in.
@@ -45,6 +48,7 @@ class Cutouts:
         power: exponent on the uniform draw of the crop size (0.3 by default).
         generator: the CPU ``torch.Generator`` for sizes and positions; built from ``seed`` when None.
         seed: seed of the generator built when ``generator`` is None.
+        min_cut: smallest crop side in pixels; None (default) is SPEC.md's min(H, W, cut_size).
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class Cutouts:
         power: float = 0.3,
         generator: torch.Generator | None = None,
         seed: int = 0,
+        min_cut: int | None = None,
     ):
         self.cut_size = _pair(cut_size)
         if min(self.cut_size) < 1:
@@ -62,8 +67,13 @@ class Cutouts:
             raise ValueError(f"n must be >= 0 (0 or None: whole image), got {n}")
         if not power > 0:
             raise ValueError(f"power must be > 0, got {power}")
+        if min_cut is not None and (not isinstance(min_cut, int) or isinstance(min_cut, bool) or min_cut < 1):
+            raise ValueError(f"min_cut must be a positive number of pixels or None (SPEC's min(side, cut_size)), got {min_cut!r}")
+        if min_cut is not None and not n:
+            raise ValueError("min_cut is set but n is 0 (the whole image, no crops): set n=<crops per image> or drop min_cut")
         self.n = int(n or 0)
         self.power = float(power)
+        self.min_cut = None if min_cut is None else int(min_cut)
         if generator is None:
             generator = torch.Generator().manual_seed(int(seed))
         elif generator.device.type != "cpu":
@@ -73,8 +83,15 @@ class Cutouts:
     def sample_boxes(self, height: int, width: int, generator: torch.Generator | None = None) -> list[tuple[int, int, int]]:
         """``n`` crops as (top, left, size), drawn from ``generator`` (default: the cutouts' own)."""
         gen = self.generator if generator is None else generator
-        min_size = min(height, width, *self.cut_size)
         max_size = min(height, width)
+        if self.min_cut is None:
+            min_size = min(height, width, *self.cut_size)
+        elif self.min_cut > max_size:
+            raise ValueError(
+                f"min_cut={self.min_cut} is larger than the {height}x{width} image: lower min_cut to at most {max_size}"
+            )
+        else:
+            min_size = self.min_cut
         boxes = []
         for _ in range(self.n):
             u = torch.rand((), generator=gen).item()
@@ -98,9 +115,16 @@ class Cutouts:
         for b in range(batch):
             gen = None if generators is None else generators[b]
             for top, left, size in self.sample_boxes(height, width, gen):
-                crop = images[b : b + 1, :, top : top + size, left : left + size]
-                crops.append(F.adaptive_avg_pool2d(crop, self.cut_size))
+                crops.append(self.resize(images[b : b + 1, :, top : top + size, left : left + size]))
         return torch.cat(crops).view(batch, self.n, channels, *self.cut_size)
 
+    def resize(self, crop: Tensor) -> Tensor:
+        """A crop to ``cut_size``: adaptive average pooling (SPEC), or bilinear upsampling when the
+        crop is smaller than ``cut_size`` (only with ``min_cut``)."""
+        if crop.shape[-2] < self.cut_size[0] or crop.shape[-1] < self.cut_size[1]:
+            return F.interpolate(crop, size=self.cut_size, mode="bilinear", align_corners=False)
+        return F.adaptive_avg_pool2d(crop, self.cut_size)
+
     def __repr__(self) -> str:
-        return f"Cutouts(cut_size={self.cut_size}, n={self.n}, power={self.power})"
+        extra = "" if self.min_cut is None else f", min_cut={self.min_cut}"
+        return f"Cutouts(cut_size={self.cut_size}, n={self.n}, power={self.power}{extra})"

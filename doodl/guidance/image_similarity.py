@@ -59,7 +59,7 @@ class ImageSimilarityLoss(CLIPEmbeddingLoss):
         clip: ``OpenCLIP(model_name, pretrained)``.
         reference_images: fixed references: image paths and/or (3, H, W) / (N, 3, H, W) tensors in [0, 1];
             None reads ``items[i]["reference_images"]`` (paths or tensors) per sample.
-        cutouts, cut_power, reduction, seed, weight: see ``CLIPEmbeddingLoss``.
+        cutouts, cut_power, reduction, seed, weight, min_cut: see ``CLIPEmbeddingLoss``.
     """
 
     def __init__(
@@ -71,8 +71,9 @@ class ImageSimilarityLoss(CLIPEmbeddingLoss):
         reduction: Reduction = "min",
         seed: int = 0,
         weight: float = 1.0,
+        min_cut: int | None = None,
     ):
-        super().__init__(clip, cutouts, cut_power, reduction, seed, weight)
+        super().__init__(clip, cutouts, cut_power, reduction, seed, weight, min_cut)
         self._path_cache: dict[tuple[str, ...], Tensor] = {}
         self.fixed_target: Tensor | None = None
         if reference_images is not None:

@@ -47,6 +47,21 @@ def test_cutouts_mean_cross_entropy(tiny_net):
         ClassifierLoss(tiny_net, target_class=1, cutouts=4)
 
 
+def test_min_cut_crops_below_the_input_size(tiny_net):
+    """An image of the classifier's own size: min_cut makes the crops differ from the whole image."""
+    from doodl.guidance import Cutouts
+
+    images = rand_images(2, 16)
+    loss = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=4, seed=2, min_cut=8)
+    crops = Cutouts(16, n=4, seed=2, min_cut=8)(images).flatten(0, 1)
+    ce = F.cross_entropy(tiny_net(normalized(crops)), torch.ones(8, dtype=torch.long), reduction="none")
+    torch.testing.assert_close(loss(images), ce.view(2, 4).mean(1))
+    whole = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=4, seed=2)
+    assert not torch.allclose(loss(images), whole(images))
+    with pytest.raises(ValueError, match="min_cut is set but cutouts is off"):
+        ClassifierLoss(tiny_net, target_class=1, input_size=16, min_cut=8)
+
+
 def test_torchscript_file(tiny_net, tmp_path):
     path = tmp_path / "net.pt"
     torch.jit.script(tiny_net).save(str(path))

@@ -94,3 +94,41 @@ def test_per_image_generators_make_crops_independent_of_the_batch():
     assert generators_of([{"prompt": "x"}]) is None
     with pytest.raises(ValueError, match="one per image"):
         cut(images, [None])
+
+
+def test_min_cut_makes_crops_smaller_than_the_input_and_upsamples_them():
+    """16 px images for a 16 px model: without min_cut every crop is the whole image (SPEC rule);
+    with min_cut=10 sizes follow the same power law over [10, 16], and a crop below the input size
+    is the bilinear upsampling of its box, a larger one its average pooling."""
+    images = rand_images(2, 16, seed=4)
+    assert all(size == 16 for *_, size in Cutouts(16, n=20, seed=0).sample_boxes(16, 16))
+    cut, replay = Cutouts(12, n=40, power=1.0, seed=2, min_cut=6), Cutouts(12, n=40, power=1.0, seed=2, min_cut=6)
+    boxes = replay.sample_boxes(16, 16)
+    g = torch.Generator().manual_seed(2)
+    for top, left, size in boxes:
+        assert size == int(torch.rand((), generator=g).item() * (16 - 6) + 6)
+        torch.randint(0, 16 - size + 1, (), generator=g), torch.randint(0, 16 - size + 1, (), generator=g)
+    sizes = {b[2] for b in boxes}
+    assert min(sizes) < 12 < max(sizes)  # both branches are exercised
+    out = cut(images[:1])
+    for k, (top, left, size) in enumerate(boxes):
+        box = images[:1, :, top : top + size, left : left + size]
+        if size < 12:
+            expected = F.interpolate(box, size=(12, 12), mode="bilinear", align_corners=False)
+        else:
+            expected = F.adaptive_avg_pool2d(box, 12)
+        torch.testing.assert_close(out[0, k], expected[0])
+    x = images.clone().requires_grad_(True)
+    Cutouts(16, n=4, seed=0, min_cut=8)(x).sum().backward()
+    assert x.grad.abs().sum() > 0
+    assert "min_cut=6" in repr(cut)
+
+
+def test_min_cut_bad_values_say_what_to_do():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="min_cut must be a positive"):
+            Cutouts(16, n=4, min_cut=bad)
+    with pytest.raises(ValueError, match="lower min_cut to at most 16"):
+        Cutouts(16, n=4, min_cut=20)(rand_images(1, 16))
+    with pytest.raises(ValueError, match="drop min_cut"):
+        Cutouts(16, n=0, min_cut=8)
