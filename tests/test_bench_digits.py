@@ -59,9 +59,11 @@ def test_items_have_distinct_seeds_and_group_labels(bench):
     assert all(it["prompt"].endswith(("eight", "nine")) for it in items if it["group"] == "unseen")
 
 
-def test_wilson_and_bootstrap_intervals(bench):
-    lo, hi = bench.wilson(80, 100)
+def test_wilson_and_bootstrap_intervals():
+    from doodl.eval.stats import bootstrap, wilson
+
+    lo, hi = wilson(80, 100)
     assert 0.70 < lo < 0.80 < hi < 0.88
-    assert bench.wilson(0, 10)[0] == 0.0 and bench.wilson(10, 10)[1] == 1.0
-    lo, hi = bench.bootstrap(torch.arange(100.0))
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    lo, hi = bootstrap(torch.arange(100.0))
     assert lo < 49.5 < hi
