@@ -67,3 +67,35 @@ def test_wilson_and_bootstrap_intervals():
     assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
     lo, hi = bootstrap(torch.arange(100.0))
     assert lo < 49.5 < hi
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    path = SCRIPT.with_name("digits_sweep.py")
+    spec = importlib.util.spec_from_file_location("bench_digits_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shifted_views_move_the_image_by_one_pixel(sweep):
+    images = torch.rand(2, 3, 6, 7, generator=torch.Generator().manual_seed(0))
+    views = sweep.shifted_views(images)
+    assert views.shape == (9, 2, 3, 6, 7)
+    torch.testing.assert_close(views[4], images)  # (dy, dx) = (0, 0)
+    # view 5 is (dy, dx) = (0, +1): pixel (i, j) shows (i, j + 1), the last column repeated
+    torch.testing.assert_close(views[5][..., :-1], images[..., 1:])
+    torch.testing.assert_close(views[5][..., -1], images[..., -1])
+    torch.testing.assert_close(views[1][..., 1:, :], images[..., :-1, :])  # (dy, dx) = (-1, 0)
+
+
+def test_tiny_sweep_writes_its_choice(sweep, tmp_path, one_thread):
+    results = sweep.main(["--items", "2", "--steps", "2", "--iterations", "1", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "digits_sweep.json").read_text())
+    assert saved["chosen"] == results["chosen"]
+    assert {"cutouts", "min_cut", "onestep_guidance_scale"} <= set(saved["chosen"])
+    crops = [row for row in saved["tried"] if row["sweep"] == "crops"]
+    best = max(crops, key=lambda r: r["guide_prob_shifted"])
+    assert saved["chosen"]["min_cut"] == best["overrides"]["min_cut"]
+    assert all(0.0 <= row["guide_prob_shifted"] <= 1.0 for row in saved["tried"])
+    assert "judge" not in json.dumps(saved["tried"])

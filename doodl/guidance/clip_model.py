@@ -11,13 +11,15 @@ The same adapter can serve several losses (text, image similarity, aesthetics) a
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 _TRUE = {"1", "on", "yes", "true"}
+
+Tokenizer = Callable[[list[str]], Tensor]
 
 
 def spherical_distance(u: Tensor, v: Tensor) -> Tensor:
@@ -130,6 +132,13 @@ class OpenCLIP(nn.Module):
         mean, std: override the normalization; by default the model's preprocess config
             (``model.visual.preprocess_cfg``: the tag's, or OpenAI's constants for a local file).
         cache_dir: open_clip / hub cache folder.
+        tokenizer: None (default): ``open_clip.get_tokenizer(model_name)``, the model's own; or a
+            callable (list of prompts -> (N, context_length) token ids, e.g. an
+            ``open_clip.tokenizer.HFTokenizer``); or a string: the folder (or tokenizer.json) of a
+            Hugging Face tokenizer, loaded as ``HFTokenizer`` at the model's context length, or
+            another open_clip model name / 'hf-hub:...' whose tokenizer to use. Needed when a custom
+            model has a smaller vocabulary than the tokenizer its name would get (the digits
+            world's tiny CLIP: 4096 ids against the full CLIP BPE's 49408).
     """
 
     def __init__(
@@ -141,10 +150,16 @@ class OpenCLIP(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         cache_dir: str | None = None,
+        tokenizer: Union[str, Tokenizer, None] = None,
     ):
         super().__init__()
         import open_clip
 
+        if tokenizer is not None and not (callable(tokenizer) or isinstance(tokenizer, (str, os.PathLike))):
+            raise ValueError(
+                f"tokenizer must be None, a callable (prompts -> token ids), a tokenizer folder or an open_clip "
+                f"model name, got {type(tokenizer).__name__}"
+            )
         if model_name.startswith(("hf-hub:", "local-dir:")) and pretrained is not None:
             raise ValueError(f"{model_name!r} carries its own weights: pass pretrained=None")
         extra = resolve_pretrained(model_name, pretrained, cache_dir)
@@ -153,7 +168,12 @@ class OpenCLIP(nn.Module):
             model_name, pretrained=pretrained, precision=precision, device=device, cache_dir=cache_dir,
             require_pretrained=True, **extra,
         )
-        self.tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+        self.tokenizer = self._build_tokenizer(tokenizer, cache_dir)
+        self._tokenizer_desc = (
+            f"open_clip.get_tokenizer({model_name!r})" if tokenizer is None
+            else repr(os.fspath(tokenizer)) if isinstance(tokenizer, (str, os.PathLike)) else type(tokenizer).__name__
+        )
+        self._check_tokens(self.tokenizer(["a"]))  # a mismatched tokenizer fails now, not at the first prompt
         cfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
         mean = mean if mean is not None else cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
         std = std if std is not None else cfg.get("std", open_clip.OPENAI_DATASET_STD)
@@ -164,6 +184,54 @@ class OpenCLIP(nn.Module):
         self.register_buffer("std", torch.tensor(std, **as_buffer).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Number of token ids the text model embeds (None where the model does not say)."""
+        size = getattr(self.model, "vocab_size", None)
+        if size is None:
+            emb = getattr(self.model, "token_embedding", None)
+            size = getattr(emb, "num_embeddings", None)
+        return int(size) if size is not None else None
+
+    def _build_tokenizer(self, tokenizer: Union[str, Tokenizer, None], cache_dir: str | None) -> Tokenizer:
+        import open_clip
+
+        if tokenizer is None:
+            return open_clip.get_tokenizer(self.model_name, cache_dir=cache_dir)
+        if callable(tokenizer):
+            return tokenizer
+        name = os.fspath(tokenizer)
+        if os.path.isdir(name) or os.path.isfile(name):
+            context = getattr(self.model, "context_length", None) or open_clip.tokenizer.DEFAULT_CONTEXT_LENGTH
+            folder = os.path.dirname(name) if os.path.isfile(name) else name
+            return open_clip.tokenizer.HFTokenizer(folder, context_length=context, cache_dir=cache_dir)
+        if name.startswith(("hf-hub:", "local-dir:")) or name in open_clip.list_models():
+            return open_clip.get_tokenizer(name, cache_dir=cache_dir)
+        raise ValueError(
+            f"tokenizer {name!r} is neither an existing tokenizer folder/file nor an open_clip model name: pass a "
+            f"Hugging Face tokenizer folder (tokenizer.json ...), a name from open_clip.list_models(), "
+            f"'hf-hub:<repo>', a callable, or None for the model's own"
+        )
+
+    def _check_tokens(self, tokens: Tensor) -> None:
+        """ValueError when token ids or length do not fit the text model (a mismatched tokenizer)."""
+        if not isinstance(tokens, Tensor):
+            raise ValueError(f"the tokenizer must return a tensor of token ids, got {type(tokens).__name__}")
+        vocab = self.vocab_size
+        if vocab is not None and tokens.numel() and int(tokens.max()) >= vocab:
+            raise ValueError(
+                f"tokenizer {self._tokenizer_desc} gives token id {int(tokens.max())} but the text model of {self.model_name!r} "
+                f"embeds only {vocab} ids: pass the tokenizer the model was trained with, "
+                f"OpenCLIP(..., tokenizer=<its tokenizer folder or callable>)"
+            )
+        context = getattr(self.model, "context_length", None)
+        fixed_length = hasattr(self.model, "positional_embedding")  # open_clip's own text tower: exactly context
+        if fixed_length and context is not None and tokens.dim() == 2 and tokens.shape[1] != context:
+            raise ValueError(
+                f"tokenizer {self._tokenizer_desc} gives {tokens.shape[1]} tokens per prompt but the text model of {self.model_name!r} "
+                f"takes context_length={context}: build the tokenizer with context_length={context}"
+            )
 
     def train(self, mode: bool = True) -> "OpenCLIP":
         return super().train(False)  # frozen: always eval
@@ -190,7 +258,9 @@ class OpenCLIP(nn.Module):
 
     def embed_text(self, prompts: Sequence[str]) -> Tensor:
         """Prompts -> (N, D) unit-norm float32 embeddings, without gradients."""
-        tokens = self.tokenizer(list(prompts)).to(self.mean.device)
+        tokens = self.tokenizer(list(prompts))
+        self._check_tokens(tokens)
+        tokens = tokens.to(self.mean.device)
         with torch.no_grad():
             return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
