@@ -15,12 +15,16 @@ from .items import item_generator
 METHODS = ("plain", "onestep")
 
 
-def predict_images(module: Any, batch: Sequence[Mapping[str, Any]], method: str) -> dict[str, Any]:
+def predict_images(
+    module: Any, batch: Sequence[Mapping[str, Any]], method: str, guidance_scale: float | None = None
+) -> dict[str, Any]:
     """Images (B, 3, H, W) in [0, 1] for ``method`` "plain" (EDICT from the start latents, no
-    guidance loss) or "onestep" (DDIM with one-step guidance at every step), and their scores."""
+    guidance loss) or "onestep" (DDIM with one-step guidance at every step), and their scores.
+    ``guidance_scale``: the one-step loss scale (default: the module's ``guidance_scale``)."""
     if method not in METHODS:
         raise ValueError(f"predict method must be one of {METHODS}, got {method!r}")
     h, model = module.hparams, module.model
+    scale = h.guidance_scale if guidance_scale is None else float(guidance_scale)
     starts = [module.starts()(it) for it in batch]
     x = torch.cat([s[0] for s in starts])
     y = torch.cat([s[1] for s in starts])
@@ -33,7 +37,7 @@ def predict_images(module: Any, batch: Sequence[Mapping[str, Any]], method: str)
         weights = torch.tensor([float(it.get("weight", 1.0)) for it in batch], device=x.device, dtype=x.dtype)
 
         def loss_fn(s: Tensor) -> Tensor:
-            return h.guidance_scale * weights * module.guidance(model.decode(s, clamp=h.decode_clamp), items).to(weights.dtype)
+            return scale * weights * module.guidance(model.decode(s, clamp=h.decode_clamp), items).to(weights.dtype)
 
         x0 = one_step_guided_sample(module.sampler, eps_fn, loss_fn, x, start=module.start_step)
     with torch.no_grad():

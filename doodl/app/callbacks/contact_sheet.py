@@ -27,13 +27,19 @@ class ContactSheet(L.Callback):
         methods: baselines to run next to DOODL, from ("plain", "onestep").
         cell: pixel size of each image on the sheet (small images are enlarged, nearest neighbour).
         batch_size: items per baseline batch.
+        onestep_scale: loss scale of the one-step baseline (None: the module's ``guidance_scale``);
+            one-step guidance usually wants its own, larger scale than DOODL's.
     """
 
-    def __init__(self, methods: Sequence[str] = ("plain", "onestep"), cell: int = 96, batch_size: int = 8):
+    def __init__(self, methods: Sequence[str] = ("plain", "onestep"), cell: int = 96, batch_size: int = 8,
+                 onestep_scale: float | None = None):
         bad = [m for m in methods if m not in METHODS]
         if bad:
             raise ValueError(f"unknown methods {bad}: choose from {METHODS}")
+        if onestep_scale is not None and not onestep_scale >= 0:
+            raise ValueError(f"onestep_scale must be >= 0 or None (the module's guidance_scale), got {onestep_scale}")
         self.methods, self.cell, self.batch_size = list(methods), int(cell), int(batch_size)
+        self.onestep_scale = onestep_scale
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         root = run_dir(trainer) / "compare"
@@ -46,7 +52,7 @@ class ContactSheet(L.Callback):
             for start in range(0, len(outs), self.batch_size):
                 batch = [o["item"] for o in outs[start:start + self.batch_size]]
                 with torch.inference_mode(False):
-                    pred = predict_images(pl_module, batch, method)
+                    pred = predict_images(pl_module, batch, method, self.onestep_scale)
                 for k, item_id in enumerate(pred["ids"]):
                     write_png(root / method / f"{item_id}.png", pred["images"][k])
                     records.append({"id": item_id, "method": method, "score": float(pred["scores"]["score"][k])})

@@ -1,0 +1,63 @@
+"""The built-in demo (configs/digits.yaml, what `make demo` runs) end to end on the shipped digits
+weights, reduced: contact sheet, per-method images and scores, W&B offline files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from doodl.app.baseline import predict_images
+from doodl.app.callbacks import ContactSheet
+from doodl.app.cli import main
+
+from ..conftest import one_torch_thread
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "configs" / "digits.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    with one_torch_thread():
+        cli = main(["fit", "-c", str(DEMO), f"--trainer.default_root_dir={root}", "--model.iterations=2",
+                    "--model.num_steps=4", f"--trainer.logger.init_args.save_dir={root}"])
+    return cli
+
+
+def test_demo_writes_the_contact_sheet_and_every_method(demo_run):
+    trainer, module = demo_run.trainer, demo_run.model
+    ids = [it["id"] for it in trainer.datamodule.items]
+    assert len(ids) == 8
+    run = next(Path(trainer.default_root_dir, "runs").iterdir())
+    sheet = run / "contact_sheet.png"
+    assert sheet.is_file()
+    from PIL import Image
+
+    with Image.open(sheet) as im:  # a row per item, a column per method after the prompt label
+        assert im.height >= 8 * 96 and im.width >= 3 * 96
+    records = [json.loads(line) for line in (run / "compare" / "results.jsonl").read_text().splitlines()]
+    assert {(r["id"], r["method"]) for r in records} == {(i, m) for i in ids for m in ("plain", "onestep", "doodl")}
+    for method in ("plain", "onestep", "doodl"):
+        assert len(list((run / "compare" / method).glob("*.png"))) == 8
+    assert list(Path(trainer.default_root_dir).rglob("*.wandb")), "no offline W&B run was written"
+    # the guided methods score their target digit above the unguided sample on average
+    score = {(r["id"], r["method"]): r["score"] for r in records}
+    mean = lambda m: sum(score[(i, m)] for i in ids) / len(ids)  # noqa: E731
+    assert mean("doodl") > mean("plain")
+
+
+def test_onestep_scale_is_the_baselines_own(demo_run):
+    module = demo_run.model
+    batch = [dict(demo_run.trainer.datamodule.items[4])]  # an "eight"
+    with torch.inference_mode(False), one_torch_thread():
+        own = predict_images(module, batch, "onestep", guidance_scale=3.0)
+        none = predict_images(module, batch, "onestep", guidance_scale=0.0)
+        default = predict_images(module, batch, "onestep")
+    assert not torch.allclose(own["images"], none["images"])
+    torch.testing.assert_close(default["images"], predict_images(module, batch, "onestep", 1.0)["images"])
+    with pytest.raises(ValueError, match="onestep_scale must be >= 0"):
+        ContactSheet(onestep_scale=-1.0)
