@@ -221,16 +221,16 @@ class OpenCLIP(nn.Module):
         vocab = self.vocab_size
         if vocab is not None and tokens.numel() and int(tokens.max()) >= vocab:
             raise ValueError(
-                f"tokenizer {self._tokenizer_desc} gives token id {int(tokens.max())} but the text model of {self.model_name!r} "
-                f"embeds only {vocab} ids: pass the tokenizer the model was trained with, "
+                f"tokenizer {self._tokenizer_desc} gives token id {int(tokens.max())} but the text model of "
+                f"{self.model_name!r} embeds only {vocab} ids: pass the tokenizer the model was trained with, "
                 f"OpenCLIP(..., tokenizer=<its tokenizer folder or callable>)"
             )
         context = getattr(self.model, "context_length", None)
         fixed_length = hasattr(self.model, "positional_embedding")  # open_clip's own text tower: exactly context
         if fixed_length and context is not None and tokens.dim() == 2 and tokens.shape[1] != context:
             raise ValueError(
-                f"tokenizer {self._tokenizer_desc} gives {tokens.shape[1]} tokens per prompt but the text model of {self.model_name!r} "
-                f"takes context_length={context}: build the tokenizer with context_length={context}"
+                f"tokenizer {self._tokenizer_desc} gives {tokens.shape[1]} tokens per prompt but the text model of "
+                f"{self.model_name!r} takes context_length={context}: build the tokenizer with context_length={context}"
             )
 
     def train(self, mode: bool = True) -> "OpenCLIP":
