@@ -7,7 +7,7 @@ it never saw). Every method starts from the same seeded noise with the same nois
     onestep  DDIM with one-step classifier guidance at every step (SPEC.md section 7)
     doodl    the DOODL loop of the app (``DOODL.images_and_loss``: EDICT chain with the
              "invert" gradient, decode, DigitClassifierLoss, then the per-item DOODLOptimizer),
-             best iterate by guide loss, as ``doodl fit`` reports it
+             the iterate the guide scores best on the whole image (best_by="score"), as ``doodl fit`` reports it
 Per method and group:
     guide_prob   guidance classifier probability of the target (bootstrap 95% CI)
     guide_acc    argmax of the guidance classifier == label (Wilson 95% CI)
@@ -73,7 +73,8 @@ def guide_loss(s: dict) -> DigitClassifierLoss:
 def build_module(model: nn.Module, guidance: nn.Module, s: dict) -> DOODL:
     return DOODL(model, guidance, iterations=s["iterations"], num_steps=s["num_steps"], grad_mode="invert",
                  cfg_scale=s["cfg_scale"], guidance_scale=s["guidance_scale"], clip_grad_val=s["clip_grad_val"],
-                 perturb=s["perturb"], renormalize=s["renormalize"], target_score=s["target_score"], height=16, width=16)
+                 perturb=s["perturb"], renormalize=s["renormalize"], target_score=s["target_score"], best_by=s["best_by"],
+                 height=16, width=16)
 
 
 def run_baseline(module: DOODL, items: list[dict], method: str, batch_size: int) -> Tensor:
@@ -84,7 +85,7 @@ def run_baseline(module: DOODL, items: list[dict], method: str, batch_size: int)
 
 
 def run_doodl(module: DOODL, items: list[dict], batch_size: int) -> tuple[Tensor, list[list[float]], list[int]]:
-    """Best images (N, 3, 16, 16), the guide score of every item at every iteration (the last one
+    """Best images (N, 3, 16, 16; the module's best_by rule), the guide score of every item at every iteration (the last one
     carried on after an early stop) and the iterations each item ran. An item stops once its guide
     score reaches ``target_score`` (the app's rule), so the budget goes to the items that need it."""
     iterations, images, trace, ran = module.hparams.iterations, [], [], []
@@ -104,7 +105,7 @@ def run_doodl(module: DOODL, items: list[dict], batch_size: int) -> tuple[Tensor
             item_loss = loss.detach().float()
             for jj, (j, st) in enumerate(zip(active, sts)):
                 score = float(scores["score"][jj])
-                st.record(float(item_loss[jj]), k, img[jj], {"score": score})
+                st.record(float(item_loss[jj]), k, img[jj], {"score": score}, module.rank(item_loss[jj], {"score": score}))
                 if not bool(finite[jj]):
                     st.x.grad = st.y.grad = None
                 st.optimizer.step()
@@ -125,7 +126,7 @@ def run_doodl(module: DOODL, items: list[dict], batch_size: int) -> tuple[Tensor
 # ---- main --------------------------------------------------------------------------------------
 DEFAULT_SETTINGS = dict(num_steps=10, iterations=20, batch_size=52, cfg_scale=7.5, guidance_scale=1.0,
                         onestep_guidance_scale=3.0, clip_grad_val=0.3, perturb=1e-3, renormalize=True,
-                        target_score=0.9, cutouts=16, min_cut=8, cut_power=0.3)
+                        target_score=0.9, cutouts=16, min_cut=8, cut_power=0.3, best_by="score")
 
 # How these were chosen: benchmarks/digits_sweep.py (results/digits_sweep.json), on the tuning
 # seeds only and by the guidance classifier only (never the judge).
@@ -210,7 +211,6 @@ def main(args: Sequence[str] | None = None) -> dict:
         "command": " ".join(["python benchmarks/digits.py", *map(str, sys.argv[1:] if args is None else args)]),
         "settings": {**s, "grad_mode": "invert", "mix": 0.93, "leapfrog": True, "tied": True, "momentum": 0.9,
                      "grad_scale": 0.5, "loss_on": "both", "decode_clamp": "none",
-                     "best_iterate": "lowest guide loss over the iterations (as doodl fit reports)",
                      "n_seen": a.n_seen, "n_unseen": a.n_unseen, "seeds": f"{SEED0}..{SEED0 + len(items) - 1}"},
         "tuning": tuning,
         "timing": timing,

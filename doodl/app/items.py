@@ -32,6 +32,7 @@ class ItemState:
     crop_generator: torch.Generator
     iterations: int = 0  # DOODL iterations run so far
     best_loss: float = math.inf
+    best_rank: float = math.inf  # what "best" minimizes: the loss, or the signed score (DOODL best_by)
     best_iteration: int = -1
     best_latents: Tensor | None = None  # (2, C, h, w): the pair that gave best_loss
     best_image: Tensor | None = None  # (3, H, W) on CPU
@@ -47,12 +48,15 @@ class ItemState:
         opt = DOODLOptimizer([(x, y)], generator=item_generator(seed, 0), **opt_kwargs)
         return cls(id=item_id, x=x, y=y, optimizer=opt, crop_generator=item_generator(seed, 1))
 
-    def record(self, loss: float, iteration: int, image: Tensor, scores: dict[str, float]) -> None:
-        """Keep the pair that was just evaluated if it is the best so far (call before the update).
-        The first iterate is always kept, so an item whose loss is never finite still has a result."""
-        better = math.isfinite(loss) and (not math.isfinite(self.best_loss) or loss < self.best_loss)
+    def record(self, loss: float, iteration: int, image: Tensor, scores: dict[str, float],
+               rank: float | None = None) -> None:
+        """Keep the pair that was just evaluated if it is the best so far (call before the update):
+        the lowest ``rank`` (default: the loss). The first iterate is always kept, so an item whose
+        loss is never finite still has a result."""
+        rank = loss if rank is None else rank
+        better = math.isfinite(loss) and math.isfinite(rank) and (not math.isfinite(self.best_rank) or rank < self.best_rank)
         if self.best_image is None or better:
-            self.best_loss, self.best_iteration = loss, iteration
+            self.best_loss, self.best_rank, self.best_iteration = loss, rank, iteration
             self.best_latents = torch.cat([self.x.detach(), self.y.detach()]).cpu().clone()
             self.best_image = image.detach().cpu().clone()
             self.best_scores = dict(scores)
@@ -62,7 +66,8 @@ class ItemState:
             "x": self.x.detach().cpu().clone(), "y": self.y.detach().cpu().clone(),
             "optimizer": _to_cpu(self.optimizer.state_dict()),
             "crop_generator": self.crop_generator.get_state(),
-            "iterations": self.iterations, "best_loss": self.best_loss, "best_iteration": self.best_iteration,
+            "iterations": self.iterations, "best_loss": self.best_loss, "best_rank": self.best_rank,
+            "best_iteration": self.best_iteration,
             "best_latents": self.best_latents, "best_image": self.best_image, "best_scores": self.best_scores,
             "stopped_early": self.stopped_early, "skipped_updates": self.skipped_updates, "extra": self.extra,
         }
@@ -76,6 +81,7 @@ class ItemState:
         for key in ("iterations", "best_loss", "best_iteration", "best_latents", "best_image",
                     "best_scores", "stopped_early", "skipped_updates", "extra"):
             setattr(self, key, state[key])
+        self.best_rank = state.get("best_rank", state["best_loss"])  # checkpoints from before best_by
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -59,6 +59,9 @@ class DOODL(L.LightningModule):
             (``doodl.DOODLOptimizer``), published defaults.
         target_score: stop an item early once its guidance score reaches this (None: never).
         score_direction: "max" if a higher score is better (CLIP similarity), else "min".
+        best_by: which iterate is the item's result: the lowest "loss", or the best "score" (in
+            ``score_direction``). With random crops the loss is noisy (new crops every iteration)
+            while a loss's score is usually taken on the whole image: then "score" is the steadier.
         decode_clamp: "none" (straight [-1,1] -> [0,1] mapping) or "straight" (see the backend).
         predict_method: what ``doodl predict`` runs: "plain" (unguided) or "onestep" (baseline).
         eval_dir: for ``doodl test``: the folder of a run's final images to score (RUN/final).
@@ -88,6 +91,7 @@ class DOODL(L.LightningModule):
         renormalize: bool = True,
         target_score: float | None = None,
         score_direction: str = "max",
+        best_by: str = "loss",
         decode_clamp: str = "none",
         predict_method: str = "plain",
         eval_dir: str | None = None,
@@ -103,6 +107,8 @@ class DOODL(L.LightningModule):
             raise ValueError(f"latent_dtype must be one of {sorted(DTYPES)}, got {latent_dtype!r}")
         if score_direction not in SCORE_DIRECTIONS:
             raise ValueError(f"score_direction must be 'max' or 'min', got {score_direction!r}")
+        if best_by not in ("loss", "score"):
+            raise ValueError(f"best_by must be 'loss' or 'score', got {best_by!r}")
         if predict_method not in ("plain", "onestep"):
             raise ValueError(f"predict_method must be 'plain' or 'onestep', got {predict_method!r}")
         if not 0.0 < edit_strength <= 1.0:
@@ -194,7 +200,7 @@ class DOODL(L.LightningModule):
         it_loss = loss.detach().float().cpu()
         for k, st in enumerate(states):
             item_scores = {name: float(v[k]) for name, v in scores.items()}
-            st.record(float(it_loss[k]), st.iterations, images[k], item_scores)
+            st.record(float(it_loss[k]), st.iterations, images[k], item_scores, self.rank(it_loss[k], item_scores))
             if not bool(finite[k]):
                 st.x.grad = st.y.grad = None
             if not st.optimizer.step()[0]:
@@ -208,6 +214,13 @@ class DOODL(L.LightningModule):
         self.optimizers().step()
         return {"ids": [st.id for st in states], "images": images.float().cpu(), "item_loss": it_loss,
                 "scores": {k: v.cpu() for k, v in scores.items()}, "iteration": self.current_epoch}
+
+    def rank(self, loss: float, scores: dict[str, float]) -> float:
+        """What the best iterate minimizes (``best_by``): the loss, or the score signed by direction."""
+        if self.hparams.get("best_by", "loss") == "loss":
+            return float(loss)
+        score = float(scores["score"])
+        return -score if self.hparams.score_direction == "max" else score
 
     def reached_target(self, score: float) -> bool:
         t = self.hparams.target_score

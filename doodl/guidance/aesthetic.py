@@ -138,10 +138,13 @@ class AestheticLoss(GuidanceLoss):
         self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut) if cutouts else None
         self.freeze_()
 
-    def aesthetic(self, images: Tensor, items: Items | None = None) -> Tensor:
-        """(B, n) clipped scores of every crop (n = 1: the whole image)."""
+    def aesthetic(self, images: Tensor, items: Items | None = None, crops: bool = True) -> Tensor:
+        """(B, n) clipped scores of every crop (n = 1: the whole image, also when ``crops`` is False)."""
         check_images(images)
-        crops = self.cutouts(images, generators_of(items)) if self.cutouts is not None else self.clip.resize(images)[:, None]
+        if crops and self.cutouts is not None:
+            crops = self.cutouts(images, generators_of(items))
+        else:
+            crops = self.clip.resize(images)[:, None]
         batch, n = crops.shape[:2]
         embeds = self.clip.embed_images(crops.flatten(0, 1))  # (B*n, D), unit norm
         head_dtype = next(self.head.parameters()).dtype
@@ -157,5 +160,5 @@ class AestheticLoss(GuidanceLoss):
 
     @torch.no_grad()
     def score(self, images: Tensor, items: Items | None = None) -> Tensor:
-        """Aesthetic score in [1, 10] of each image, (B,) (mean over crops when cutouts are on)."""
-        return self.aesthetic(images, items).mean(1)
+        """Aesthetic score in [1, 10] of each whole image (CLIP preprocessing, no crops), (B,)."""
+        return self.aesthetic(images, items, crops=False)[:, 0]

@@ -159,10 +159,11 @@ class ClassifierLoss(GuidanceLoss):
             )
         return index
 
-    def logits(self, images: Tensor, items: Items | None = None) -> Tensor:
-        """(B, n, classes) logits of every crop (n = 1: the whole image at ``input_size``)."""
+    def logits(self, images: Tensor, items: Items | None = None, crops: bool = True) -> Tensor:
+        """(B, n, classes) logits of every crop (n = 1: the whole image at ``input_size``, also
+        when ``crops`` is False)."""
         check_images(images)
-        if self.cutouts is not None:
+        if crops and self.cutouts is not None:
             crops = self.cutouts(images, generators_of(items))
         elif self.input_size is not None:
             crops = F.adaptive_avg_pool2d(images, self.input_size)[:, None]
@@ -189,8 +190,8 @@ class ClassifierLoss(GuidanceLoss):
 
     @torch.no_grad()
     def score(self, images: Tensor, items: Items | None = None) -> Tensor:
-        """Probability of the target class, (B,) (mean over crops when cutouts are on)."""
-        logits = self.logits(images, items)
+        """Probability of the target class of each whole image (no crops), (B,)."""
+        logits = self.logits(images, items, crops=False)
         target = self._targets(items, logits.shape[0], logits.shape[2], logits.device)
         probs = logits.softmax(-1)
         return probs.gather(2, target.view(-1, 1, 1).expand(-1, probs.shape[1], 1)).squeeze(2).mean(1)

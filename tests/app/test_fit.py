@@ -174,3 +174,36 @@ def test_test_subcommand_scores_saved_images(pipeline, tmp_path):
     assert abs(float(metrics["test/score"]) - float(best)) < 0.02
     with pytest.raises(FileNotFoundError, match="eval_dir"):
         main(["test", *args(pipeline, tmp_path), f"--model.eval_dir={tmp_path / 'nope'}"])
+
+
+def test_best_iterate_by_score_or_by_loss(pipeline):
+    """best_by="score": the result is the iterate with the best score, even when another has a lower
+    (crop-noisy) loss; old checkpoints without best_rank load with rank = loss."""
+    from doodl.app.items import ItemState
+    from doodl.app.module import DOODL
+    from doodl.models import StableDiffusion
+
+    from .fakes import MeanColorLoss
+
+    z = torch.zeros(1, 4, 2, 2)
+    st = ItemState.create("a", z, z, seed=0)
+    for k, (loss, score) in enumerate([(1.0, 0.1), (0.5, 0.05), (2.0, 0.9), (0.7, 0.2)]):
+        st.record(loss, k, torch.full((3, 2, 2), float(k)), {"score": score}, rank=-score)
+    assert st.best_iteration == 2 and st.best_loss == 2.0 and st.best_scores == {"score": 0.9}
+    assert torch.equal(st.best_image, torch.full((3, 2, 2), 2.0))
+    by_loss = ItemState.create("b", z, z, seed=0)
+    for k, loss in enumerate([1.0, 0.5, 2.0]):
+        by_loss.record(loss, k, torch.zeros(3, 2, 2), {"score": 0.0})
+    assert by_loss.best_iteration == 1
+    state = st.state_dict()
+    del state["best_rank"]
+    by_loss.load_state_dict(state)
+    assert by_loss.best_rank == by_loss.best_loss == 2.0
+
+    model = StableDiffusion(str(pipeline))
+    kw = dict(num_steps=2, iterations=1, height=16, width=16)
+    assert DOODL(model, MeanColorLoss(), best_by="score", **kw).rank(0.3, {"score": 0.7}) == -0.7
+    assert DOODL(model, MeanColorLoss(), best_by="score", score_direction="min", **kw).rank(0.3, {"score": 0.7}) == 0.7
+    assert DOODL(model, MeanColorLoss(), **kw).rank(0.3, {"score": 0.7}) == 0.3
+    with pytest.raises(ValueError, match="best_by must be 'loss' or 'score'"):
+        DOODL(model, MeanColorLoss(), best_by="last", **kw)

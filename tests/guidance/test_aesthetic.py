@@ -77,7 +77,12 @@ def test_score_clipped_to_1_10(clip, tmp_path):
 def test_cutouts_average_over_crops(clip, tmp_path):
     save_linear(tmp_path / "linear.pth")
     loss = AestheticLoss(clip, str(tmp_path / "linear.pth"), cutouts=4, seed=1)
-    assert loss(rand_images(2, 48)).shape == (2,)
+    images = rand_images(2, 48)
+    assert loss(images).shape == (2,)
+    # the loss draws new crops each call; the score is the whole image's, steady from call to call
+    assert not torch.allclose(loss(images), loss(images))
+    whole = AestheticLoss(clip, str(tmp_path / "linear.pth"))
+    torch.testing.assert_close(loss.score(images), whole.score(images))
 
 
 def test_errors(clip, tmp_path):

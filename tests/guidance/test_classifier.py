@@ -58,6 +58,10 @@ def test_min_cut_crops_below_the_input_size(tiny_net):
     torch.testing.assert_close(loss(images), ce.view(2, 4).mean(1))
     whole = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=4, seed=2)
     assert not torch.allclose(loss(images), whole(images))
+    # the score is the whole image's probability, the same with or without crops (no random draw)
+    probs = tiny_net(normalized(images)).softmax(-1)[:, 1]
+    torch.testing.assert_close(loss.score(images), probs)
+    torch.testing.assert_close(loss.score(images), whole.score(images))
     with pytest.raises(ValueError, match="min_cut is set but cutouts is off"):
         ClassifierLoss(tiny_net, target_class=1, input_size=16, min_cut=8)
 
