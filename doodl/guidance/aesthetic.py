@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .base import GuidanceLoss, Items, check_images, per_item
 from .clip_model import OpenCLIP
-from .cutouts import Cutouts, generators_of
+from .cutouts import Cutouts, fixed_generators, generators_of
 
 SCORE_MIN, SCORE_MAX = 1.0, 10.0
 
@@ -96,7 +96,8 @@ class AestheticLoss(GuidanceLoss):
         mode: 'maximize' (loss = -score) or 'target' (loss = |score - target|).
         target_score: the fixed target in 'target' mode; None reads ``items[i]["target_score"]``.
         cutouts: crops per image; None (default) scores the whole image (CLIP preprocessing).
-        cut_power, seed, min_cut: crop settings when ``cutouts`` is set (``Cutouts``); the score averages over crops.
+        cut_power, seed, min_cut: crop settings when ``cutouts`` is set (``Cutouts``); the score then
+            averages over a fixed set of crops (the same every call).
         weight: scale of the loss.
     """
 
@@ -136,13 +137,16 @@ class AestheticLoss(GuidanceLoss):
         if min_cut is not None and not cutouts:
             raise ValueError("min_cut is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
         self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut) if cutouts else None
+        self.seed = int(seed)
         self.freeze_()
 
-    def aesthetic(self, images: Tensor, items: Items | None = None, crops: bool = True) -> Tensor:
-        """(B, n) clipped scores of every crop (n = 1: the whole image, also when ``crops`` is False)."""
+    def aesthetic(self, images: Tensor, items: Items | None = None, fixed: bool = False) -> Tensor:
+        """(B, n) clipped scores of every crop (n = 1: the whole image); fresh crops from the items'
+        generators, or the same crops every call when ``fixed``."""
         check_images(images)
-        if crops and self.cutouts is not None:
-            crops = self.cutouts(images, generators_of(items))
+        if self.cutouts is not None:
+            gens = fixed_generators(images.shape[0], self.seed) if fixed else generators_of(items)
+            crops = self.cutouts(images, gens)
         else:
             crops = self.clip.resize(images)[:, None]
         batch, n = crops.shape[:2]
@@ -160,5 +164,6 @@ class AestheticLoss(GuidanceLoss):
 
     @torch.no_grad()
     def score(self, images: Tensor, items: Items | None = None) -> Tensor:
-        """Aesthetic score in [1, 10] of each whole image (CLIP preprocessing, no crops), (B,)."""
-        return self.aesthetic(images, items, crops=False)[:, 0]
+        """Aesthetic score in [1, 10] of each image, (B,): the whole image, or with cutouts the mean
+        over a fixed set of crops (the same every call)."""
+        return self.aesthetic(images, items, fixed=True).mean(1)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .aesthetic import load_state_dict_file
 from .base import GuidanceLoss, Items, check_images, per_item
-from .cutouts import Cutouts, _pair, generators_of
+from .cutouts import Cutouts, _pair, fixed_generators, generators_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -138,6 +138,7 @@ class ClassifierLoss(GuidanceLoss):
         if min_cut is not None and not cutouts:
             raise ValueError("min_cut is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
         self.cutouts = Cutouts(self.input_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut) if cutouts else None
+        self.seed = int(seed)
         self.target_class = None if target_class is None else self._check_class(target_class)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))  # follow the model
         as_buffer = dict(dtype=torch.float32, device=device)
@@ -159,12 +160,13 @@ class ClassifierLoss(GuidanceLoss):
             )
         return index
 
-    def logits(self, images: Tensor, items: Items | None = None, crops: bool = True) -> Tensor:
-        """(B, n, classes) logits of every crop (n = 1: the whole image at ``input_size``, also
-        when ``crops`` is False)."""
+    def logits(self, images: Tensor, items: Items | None = None, fixed: bool = False) -> Tensor:
+        """(B, n, classes) logits of every crop (n = 1: the whole image at ``input_size``); fresh
+        crops from the items' generators, or the same crops every call when ``fixed``."""
         check_images(images)
-        if crops and self.cutouts is not None:
-            crops = self.cutouts(images, generators_of(items))
+        if self.cutouts is not None:
+            gens = fixed_generators(images.shape[0], self.seed) if fixed else generators_of(items)
+            crops = self.cutouts(images, gens)
         elif self.input_size is not None:
             crops = F.adaptive_avg_pool2d(images, self.input_size)[:, None]
         else:
@@ -190,8 +192,10 @@ class ClassifierLoss(GuidanceLoss):
 
     @torch.no_grad()
     def score(self, images: Tensor, items: Items | None = None) -> Tensor:
-        """Probability of the target class of each whole image (no crops), (B,)."""
-        logits = self.logits(images, items, crops=False)
+        """Probability of the target class, (B,); with cutouts, the mean over a FIXED set of crops
+        (the same every call: a steady score for early stopping and the best iterate, that still
+        asks the image to hold up under cropping as the loss does)."""
+        logits = self.logits(images, items, fixed=True)
         target = self._targets(items, logits.shape[0], logits.shape[2], logits.device)
         probs = logits.softmax(-1)
         return probs.gather(2, target.view(-1, 1, 1).expand(-1, probs.shape[1], 1)).squeeze(2).mean(1)

@@ -39,6 +39,12 @@ def generators_of(items: Sequence[Mapping[str, Any]] | None) -> list[torch.Gener
     return [it.get("generator") for it in items]
 
 
+def fixed_generators(batch: int, seed: int) -> list[torch.Generator]:
+    """One generator per image, all seeded alike: the same crops for every image and every call,
+    for a score that does not change from call to call (the loss draws fresh crops instead)."""
+    return [torch.Generator().manual_seed(int(seed)) for _ in range(batch)]
+
+
 class Cutouts:
     """Draws ``n`` random crops of each image, each pooled to ``cut_size``.
 
