@@ -1,6 +1,6 @@
 """``python -m doodl fit -c config.yaml``: the same as the ``doodl`` command."""
 
-from doodl.app.cli import main
+from doodl.app.cli import console
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(console())

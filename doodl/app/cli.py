@@ -74,3 +74,10 @@ def main(args: list[str] | None = None, run: bool = True) -> DOODLCLI:
         )
     except SIGTERMException as e:
         raise SystemExit(143) from e
+
+
+def console(args: list[str] | None = None) -> int:
+    """The ``doodl`` console script: ``main`` with exit status 0 on success (``main`` returns the
+    CLI object, which ``sys.exit`` would print and turn into status 1)."""
+    main(args)
+    return 0

@@ -207,3 +207,15 @@ def test_best_iterate_by_score_or_by_loss(pipeline):
     assert DOODL(model, MeanColorLoss(), **kw).rank(0.3, {"score": 0.7}) == 0.3
     with pytest.raises(ValueError, match="best_by must be 'loss' or 'score'"):
         DOODL(model, MeanColorLoss(), best_by="last", **kw)
+
+
+def test_console_script_exits_zero(pipeline, tmp_path):
+    """The installed ``doodl`` command ends a good run with status 0 (not 1 from sys.exit(<CLI>))."""
+    script = Path(sys.executable).with_name("doodl")
+    if not script.is_file():
+        pytest.skip("the doodl console script is not installed next to this interpreter")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    done = subprocess.run([str(script), "fit", *args(pipeline, tmp_path, "--model.iterations=1")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "DOODLCLI object" not in done.stdout + done.stderr
