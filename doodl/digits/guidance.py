@@ -14,13 +14,10 @@ weights). The generic losses do the work; these classes only wire the shipped fi
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Literal, Sequence
 
 import open_clip
 import torch
-from safetensors.torch import save_file
 
 from doodl.guidance import AestheticLoss, CLIPTextLoss, ImageSimilarityLoss, OpenCLIP
 from doodl.guidance.clip_text import Reduction
@@ -86,8 +83,5 @@ class DigitBoldnessLoss(AestheticLoss):
                  cutouts: int | None = None, cut_power: float = 0.3, min_cut: int | None = None, seed: int = 0,
                  weight: float = 1.0, root: str | None = None):
         head = load_scorer(root).linear  # ScorerHead keeps the LAION head's Linear(D, 1) as .linear
-        with tempfile.TemporaryDirectory() as tmp:  # AestheticLoss reads its head from a state-dict file
-            path = Path(tmp) / "boldness_head.safetensors"
-            save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(path))
-            super().__init__(DigitsCLIP(root), str(path), head="linear", mode=mode, target_score=target_score,
-                             cutouts=cutouts, cut_power=cut_power, seed=seed, weight=weight, min_cut=min_cut)
+        super().__init__(DigitsCLIP(root), dict(head.state_dict()), head="linear", mode=mode, target_score=target_score,
+                         cutouts=cutouts, cut_power=cut_power, seed=seed, weight=weight, min_cut=min_cut)

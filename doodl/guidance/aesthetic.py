@@ -14,7 +14,7 @@ Heads, loaded from a local state dict (torch or safetensors):
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -91,7 +91,8 @@ class AestheticLoss(GuidanceLoss):
 
     Args:
         clip: ``OpenCLIP("ViT-L-14", "openai")`` for the published heads (768-d; ViT-B-32 for 512-d).
-        head_path: local file of the head's state dict (.pth / .pt / .safetensors).
+        head_path: local file of the head's state dict (.pth / .pt / .safetensors), or the state
+            dict itself (a mapping of tensors, for heads a program already holds).
         head: 'auto' (from the state dict keys), 'linear' or 'mlp'.
         mode: 'maximize' (loss = -score) or 'target' (loss = |score - target|).
         target_score: the fixed target in 'target' mode; None reads ``items[i]["target_score"]``.
@@ -104,7 +105,7 @@ class AestheticLoss(GuidanceLoss):
     def __init__(
         self,
         clip: OpenCLIP,
-        head_path: str,
+        head_path: str | Mapping[str, Tensor],
         head: Literal["auto", "linear", "mlp"] = "auto",
         mode: Literal["maximize", "target"] = "maximize",
         target_score: float | None = None,
@@ -122,7 +123,10 @@ class AestheticLoss(GuidanceLoss):
         if mode == "maximize" and target_score is not None:
             raise ValueError("target_score is set but mode='maximize': use mode='target' to move toward it")
         how = "download the LAION aesthetic head (e.g. sa_0_4_vit_l_14_linear.pth) and pass head_path=<its path>"
-        state = load_state_dict_file(head_path, "aesthetic head", how)
+        if isinstance(head_path, Mapping):
+            state, head_path = dict(head_path), "<state dict>"
+        else:
+            state = load_state_dict_file(head_path, "aesthetic head", how)
         self.head, self.head_kind = head_from_state_dict(state, head)
         self.head.to(clip.mean.device)
         in_dim = next(self.head.parameters()).shape[1]

@@ -50,6 +50,8 @@ def test_linear_head_score_on_normalized_embedding(clip, tmp_path):
     expected = head(e)[:, 0].clamp(1, 10)
     torch.testing.assert_close(loss.score(images), expected)
     torch.testing.assert_close(loss(images), -expected)
+    in_memory = AestheticLoss(clip, dict(head.state_dict()))  # a state dict instead of a file
+    torch.testing.assert_close(in_memory.score(images), expected)
 
 
 def test_mlp_head_from_safetensors_and_target_mode(clip, tmp_path):
