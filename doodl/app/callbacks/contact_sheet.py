@@ -63,7 +63,8 @@ class ContactSheet(L.Callback):
 
     def _finish(self, trainer: L.Trainer, root: Path, records: list[dict]) -> None:
         order = {it["id"]: k for k, it in enumerate(dataset_items(trainer) or [])}
-        prompts = {it["id"]: it.get("prompt", it["id"]) for it in dataset_items(trainer) or []}
+        prompts = {it["id"]: it.get("prompt", it["id"]) + (f" (seed {it['seed']})" if "seed" in it else "")
+                   for it in dataset_items(trainer) or []}
         ids = sorted({r["id"] for r in records}, key=lambda i: (order.get(i, len(order)), i))
         columns = [*self.methods, "doodl"]
         score = {(r["id"], r["method"]): r["score"] for r in records}
@@ -77,14 +78,14 @@ class ContactSheet(L.Callback):
             lg.experiment.add_image("contact_sheet", read_png(path), trainer.global_step)
 
     def draw(self, root: Path, ids: list[str], columns: list[str], score: dict, prompts: dict) -> Image.Image:
-        c, label_w, head_h, text_h = self.cell, 220, 20, 14
+        c, label_w, head_h, text_h = self.cell, 250, 20, 14
         sheet = Image.new("RGB", (label_w + c * len(columns), head_h + (c + text_h) * len(ids)), "white")
         pen = ImageDraw.Draw(sheet)
         for j, name in enumerate(columns):
             pen.text((label_w + j * c + 4, 4), name, fill="black")
         for i, item_id in enumerate(ids):
             y = head_h + i * (c + text_h)
-            pen.text((4, y + c // 2 - 6), str(prompts.get(item_id, item_id))[:36], fill="black")
+            pen.text((4, y + c // 2 - 6), str(prompts.get(item_id, item_id))[:40], fill="black")
             for j, name in enumerate(columns):
                 with Image.open(root / name / f"{item_id}.png") as im:
                     sheet.paste(im.convert("RGB").resize((c, c), Image.Resampling.NEAREST), (label_w + j * c, y))
