@@ -7,7 +7,7 @@ it never saw). Every method starts from the same seeded noise with the same nois
     onestep  DDIM with one-step classifier guidance at every step (SPEC.md section 7)
     doodl    the DOODL loop of the app (``DOODL.images_and_loss``: EDICT chain with the
              "invert" gradient, decode, DigitClassifierLoss, then the per-item DOODLOptimizer),
-             the iterate the guide scores best on the whole image (best_by="score"), as ``doodl fit`` reports it
+             the iterate the guide scores best (best_by="score": mean over a fixed set of crops), as ``doodl fit`` reports it
 Per method and group:
     guide_prob   guidance classifier probability of the target (bootstrap 95% CI)
     guide_acc    argmax of the guidance classifier == label (Wilson 95% CI)
@@ -34,93 +34,16 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch import Tensor, nn
 
-from doodl.app.baseline import predict_images
-from doodl.app.module import DOODL
 from doodl.digits import assets
-from doodl.digits.data import SEEN, caption
-from doodl.digits.world import DigitClassifierLoss, DigitsStableDiffusion
+from doodl.digits.world import DigitsStableDiffusion
 from doodl.eval.digits import Scorers, feature_distances
 from doodl.eval.report import METHODS, draw_chart, markdown
+from doodl.eval.runs import GROUPS, build_module, guide_loss, make_items, run_baseline, run_doodl
 from doodl.eval.stats import summarize
 
-GROUPS = {"seen": tuple(SEEN), "unseen": (8, 9)}
 SEED0 = 0  # evaluation seeds: SEED0, SEED0 + 1, ...
-SWEEP_SEED0 = 100_000  # tuning seeds, disjoint from the evaluation seeds
 OUT = Path(__file__).resolve().parent / "results"
-
-
-# ---- items and runs ---------------------------------------------------------------------------
-def make_items(n_seen: int, n_unseen: int, seed0: int = SEED0) -> list[dict]:
-    """Labels cycle through each group's digits; every item has its own seed."""
-    items, seed = [], seed0
-    for group, n in (("seen", n_seen), ("unseen", n_unseen)):
-        labels = GROUPS[group]
-        for k in range(n):
-            label = labels[k % len(labels)]
-            items.append({"id": f"{group}-{label}-{seed}", "prompt": caption(label), "target_class": label,
-                          "seed": seed, "group": group})
-            seed += 1
-    return items
-
-
-def guide_loss(s: dict) -> DigitClassifierLoss:
-    """The guidance loss of both guided methods: the digit classifier with the settings' crops."""
-    return DigitClassifierLoss(cutouts=s["cutouts"], min_cut=s["min_cut"], cut_power=s["cut_power"])
-
-
-def build_module(model: nn.Module, guidance: nn.Module, s: dict) -> DOODL:
-    return DOODL(model, guidance, iterations=s["iterations"], num_steps=s["num_steps"], grad_mode="invert",
-                 cfg_scale=s["cfg_scale"], guidance_scale=s["guidance_scale"], clip_grad_val=s["clip_grad_val"],
-                 perturb=s["perturb"], renormalize=s["renormalize"], target_score=s["target_score"], best_by=s["best_by"],
-                 height=16, width=16)
-
-
-def run_baseline(module: DOODL, items: list[dict], method: str, batch_size: int) -> Tensor:
-    out = []
-    for start in range(0, len(items), batch_size):
-        out.append(predict_images(module, items[start:start + batch_size], method)["images"])
-    return torch.cat(out).clamp(0, 1)
-
-
-def run_doodl(module: DOODL, items: list[dict], batch_size: int) -> tuple[Tensor, list[list[float]], list[int]]:
-    """Best images (N, 3, 16, 16; the module's best_by rule), the guide score of every item at every iteration (the last one
-    carried on after an early stop) and the iterations each item ran. An item stops once its guide
-    score reaches ``target_score`` (the app's rule), so the budget goes to the items that need it."""
-    iterations, images, trace, ran = module.hparams.iterations, [], [], []
-    for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
-        states = [module.state(it) for it in batch]
-        scores_of: list[list[float]] = [[] for _ in batch]
-        active = list(range(len(batch)))
-        for k in range(iterations):
-            if not active:
-                break
-            sts = [states[j] for j in active]
-            img, loss, scores = module.images_and_loss([batch[j] for j in active], sts)
-            finite = torch.isfinite(loss)
-            if bool(finite.any()):
-                loss[finite].sum().backward()
-            item_loss = loss.detach().float()
-            for jj, (j, st) in enumerate(zip(active, sts)):
-                score = float(scores["score"][jj])
-                st.record(float(item_loss[jj]), k, img[jj], {"score": score}, module.rank(item_loss[jj], {"score": score}))
-                if not bool(finite[jj]):
-                    st.x.grad = st.y.grad = None
-                st.optimizer.step()
-                st.optimizer.zero_grad()
-                st.iterations += 1
-                scores_of[j].append(score)
-                st.stopped_early = module.reached_target(score)
-            active = [j for j in active if not states[j].stopped_early]
-        trace += [sc + [sc[-1]] * (iterations - len(sc)) for sc in scores_of]
-        ran += [st.iterations for st in states]
-        images += [st.best_image for st in states]
-        for st in states:  # free the latents and momentum of finished items
-            module.states.pop(st.id)
-        print(f"  doodl items {start + len(batch)}/{len(items)}", flush=True)
-    return torch.stack(images).clamp(0, 1), trace, ran
 
 
 # ---- main --------------------------------------------------------------------------------------
@@ -166,7 +89,7 @@ def main(args: Sequence[str] | None = None) -> dict:
     model = DigitsStableDiffusion()
     tuning = {"file": str(SWEEP_FILE.relative_to(OUT.parent.parent)),
               "chosen": json.loads(SWEEP_FILE.read_text()).get("chosen") if SWEEP_FILE.is_file() else None}
-    items = make_items(a.n_seen, a.n_unseen)
+    items = make_items(a.n_seen, a.n_unseen, SEED0)
     labels = torch.tensor([it["target_class"] for it in items])
     timing, images = {}, {}
     for method in METHODS:

@@ -9,8 +9,9 @@ the batch or the rank it runs in, and a checkpoint restores it exactly.
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -23,10 +24,12 @@ from doodl.models.loading import DTYPES
 from lightning.pytorch.strategies import DDPStrategy
 
 from .items import ItemState
+from .selection import BEST_BY, rank, reached, resolve_direction
+
+_log = logging.getLogger(__name__)
 from .strategy import ItemParallelStrategy
 from .start import StartLatents
 
-SCORE_DIRECTIONS = ("max", "min")
 
 
 class StepCounter(torch.optim.Optimizer):
@@ -58,10 +61,13 @@ class DOODL(L.LightningModule):
         grad_scale, clip_grad_val, momentum, perturb, tied, renormalize: the update
             (``doodl.DOODLOptimizer``), published defaults.
         target_score: stop an item early once its guidance score reaches this (None: never).
-        score_direction: "max" if a higher score is better (CLIP similarity), else "min".
+        score_direction: "max" if a higher score is better, "min" if lower; None (default): the
+            guidance loss's own ``score_direction`` (CLIP, classifier, aesthetic: "max"; a loss
+            whose score is the loss itself: "min").
         best_by: which iterate is the item's result: the lowest "loss", or the best "score" (in
-            ``score_direction``). With random crops the loss is noisy (new crops every iteration)
-            while a loss's score is usually taken on the whole image: then "score" is the steadier.
+            the score direction). With random crops the loss is noisy (new crops every iteration)
+            while the scores of the CLIP, classifier and aesthetic losses are not (the whole image,
+            or a fixed set of crops): then "score" is the steadier.
         decode_clamp: "none" (straight [-1,1] -> [0,1] mapping) or "straight" (see the backend).
         predict_method: what ``doodl predict`` runs: "plain" (unguided) or "onestep" (baseline).
         eval_dir: for ``doodl test``: the folder of a run's final images to score (RUN/final).
@@ -90,7 +96,7 @@ class DOODL(L.LightningModule):
         tied: bool = True,
         renormalize: bool = True,
         target_score: float | None = None,
-        score_direction: str = "max",
+        score_direction: str | None = None,
         best_by: str = "loss",
         decode_clamp: str = "none",
         predict_method: str = "plain",
@@ -105,10 +111,9 @@ class DOODL(L.LightningModule):
             raise ValueError(f"loss_on must be 'both' or 'x', got {loss_on!r}")
         if latent_dtype not in DTYPES:
             raise ValueError(f"latent_dtype must be one of {sorted(DTYPES)}, got {latent_dtype!r}")
-        if score_direction not in SCORE_DIRECTIONS:
-            raise ValueError(f"score_direction must be 'max' or 'min', got {score_direction!r}")
-        if best_by not in ("loss", "score"):
+        if best_by not in BEST_BY:
             raise ValueError(f"best_by must be 'loss' or 'score', got {best_by!r}")
+        self.score_direction = resolve_direction(guidance, score_direction, target_score is not None or best_by == "score")
         if predict_method not in ("plain", "onestep"):
             raise ValueError(f"predict_method must be 'plain' or 'onestep', got {predict_method!r}")
         if not 0.0 < edit_strength <= 1.0:
@@ -159,6 +164,8 @@ class DOODL(L.LightningModule):
             st.extra.update(extra)
             if item["id"] in self._restored:
                 st.load_state_dict(self._restored.pop(item["id"]))
+                if math.isfinite(st.best_loss) and "score" in st.best_scores:  # rank by this run's best_by
+                    st.best_rank = self.rank(st.best_loss, st.best_scores)
             self.states[item["id"]] = st
         return st
 
@@ -192,12 +199,23 @@ class DOODL(L.LightningModule):
         if not pairs:
             self.optimizers().step()  # every rank steps alike, whether it had items or not
             return None
-        batch, states = [p[0] for p in pairs], [p[1] for p in pairs]
+        states = [p[1] for p in pairs]
+        images, it_loss, scores = self.iterate([p[0] for p in pairs], states, self.manual_backward)
+        self.log_step(states, it_loss, scores)
+        self.optimizers().step()
+        return {"ids": [st.id for st in states], "images": images.float().cpu(), "item_loss": it_loss,
+                "scores": {k: v.cpu() for k, v in scores.items()}, "iteration": self.current_epoch}
+
+    def iterate(self, batch: Sequence[dict], states: Sequence[ItemState], backward: Callable[[Tensor], None]
+                ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """One DOODL iteration of these items: chain, loss, ``backward`` of the finite losses, then
+        per item: record the iterate, update (skipped if non-finite), count, stop at the target."""
         images, loss, scores = self.images_and_loss(batch, states)
         finite = torch.isfinite(loss)
         if bool(finite.any()):
-            self.manual_backward(loss[finite].sum())
+            backward(loss[finite].sum())
         it_loss = loss.detach().float().cpu()
+        h = self.hparams
         for k, st in enumerate(states):
             item_scores = {name: float(v[k]) for name, v in scores.items()}
             st.record(float(it_loss[k]), st.iterations, images[k], item_scores, self.rank(it_loss[k], item_scores))
@@ -205,28 +223,16 @@ class DOODL(L.LightningModule):
                 st.x.grad = st.y.grad = None
             if not st.optimizer.step()[0]:
                 st.skipped_updates += 1
-                self.print(f"item {st.id}: non-finite loss or gradient at iteration {st.iterations}, update skipped")
+                _log.warning("item %s: non-finite loss or gradient at iteration %d, update skipped", st.id, st.iterations)
             st.optimizer.zero_grad()
             st.iterations += 1
-            if self.reached_target(item_scores["score"]):
+            if reached(item_scores["score"], h.target_score, self.score_direction):
                 st.stopped_early = True
-        self.log_step(states, it_loss, scores)
-        self.optimizers().step()
-        return {"ids": [st.id for st in states], "images": images.float().cpu(), "item_loss": it_loss,
-                "scores": {k: v.cpu() for k, v in scores.items()}, "iteration": self.current_epoch}
+        return images, it_loss, scores
 
     def rank(self, loss: float, scores: dict[str, float]) -> float:
         """What the best iterate minimizes (``best_by``): the loss, or the score signed by direction."""
-        if self.hparams.get("best_by", "loss") == "loss":
-            return float(loss)
-        score = float(scores["score"])
-        return -score if self.hparams.score_direction == "max" else score
-
-    def reached_target(self, score: float) -> bool:
-        t = self.hparams.target_score
-        if t is None or not math.isfinite(score):
-            return False
-        return score >= t if self.hparams.score_direction == "max" else score <= t
+        return rank(loss, scores["score"], self.hparams.get("best_by", "loss"), self.score_direction)
 
     def log_step(self, states: Sequence[ItemState], loss: Tensor, scores: dict[str, Tensor]) -> None:
         n = len(states)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
-import open_clip
 import torch
 
 from doodl.guidance import AestheticLoss, CLIPTextLoss, ImageSimilarityLoss, OpenCLIP
@@ -33,6 +32,8 @@ class DigitsCLIP(OpenCLIP):
     give ids up to 49407). Its custom open_clip config is registered on first use."""
 
     def __init__(self, root: str | None = None, device: str | torch.device = "cpu"):
+        import open_clip
+
         folder = weights_dir(root)
         info = manifest(folder)["components"]["clip"]
         if CLIP_NAME not in open_clip.list_models():

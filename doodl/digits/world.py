@@ -26,7 +26,7 @@ class DigitClassifierLoss(ClassifierLoss):
     digits, trained on split A) toward each item's "target_class" (or a fixed one)."""
 
     def __init__(self, target_class: int | None = None, cutouts: int | None = None, cut_power: float = 0.3,
-                 min_cut: int | None = None, weight: float = 1.0, root: str | None = None):
+                 weight: float = 1.0, root: str | None = None, min_cut: int | None = None):
         super().__init__(load_classifier(root), target_class=target_class, input_size=IMAGE_SIZE,
                          mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), cutouts=cutouts, cut_power=cut_power,
                          min_cut=min_cut, weight=weight)

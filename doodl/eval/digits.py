@@ -48,12 +48,13 @@ def feature_distances(scorers: Scorers, fake: Tensor, real: Tensor, subset_size:
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    torch.manual_seed(0)  # KID draws its subsets from the global generator
     kid = KernelInceptionDistance(feature=scorers.features, subsets=100, subset_size=subset_size)
     fid = FrechetInceptionDistance(feature=scorers.features)
     for metric in (kid, fid):
         metric.update(real, real=True)
         metric.update(fake, real=False)
-    kid_mean, kid_std = kid.compute()
+    with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global generator
+        torch.manual_seed(0)
+        kid_mean, kid_std = kid.compute()
     return {"kid": float(kid_mean), "kid_std": float(kid_std), "fid": float(fid.compute()), "kid_subset_size": subset_size,
             "n_fake": len(fake), "n_real": len(real)}

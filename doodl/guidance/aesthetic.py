@@ -144,6 +144,11 @@ class AestheticLoss(GuidanceLoss):
         self.seed = int(seed)
         self.freeze_()
 
+    @property
+    def score_direction(self) -> str | None:
+        """Higher is better when maximizing; in 'target' mode the score has no better direction."""
+        return "max" if self.mode == "maximize" else None
+
     def aesthetic(self, images: Tensor, items: Items | None = None, fixed: bool = False) -> Tensor:
         """(B, n) clipped scores of every crop (n = 1: the whole image); fresh crops from the items'
         generators, or the same crops every call when ``fixed``."""

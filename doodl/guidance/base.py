@@ -2,6 +2,7 @@
 
     loss = GuidanceLoss(...)(images, items)    images: (B, 3, H, W) in [0, 1]  ->  (B,), lower is better
     score = loss.score(images, items)           (B,), a human-meaningful number for logging
+    loss.score_direction                        "max" or "min": which way the score improves
 
 ``items`` is an optional per-sample list of dicts from a prompt dataset, e.g.
 ``{"prompt": "a cat", "target_class": 3, "reference_images": ["a.png"], "target_score": 7.0}``;
@@ -29,6 +30,8 @@ class GuidanceLoss(nn.Module):
     Args:
         weight: the loss is multiplied by this (the guidance scale of this term).
     """
+
+    score_direction: str | None = "min"  # which way ``score`` improves: "max", "min" or None (neither)
 
     def __init__(self, weight: float = 1.0):
         super().__init__()

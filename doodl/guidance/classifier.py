@@ -114,6 +114,8 @@ class ClassifierLoss(GuidanceLoss):
         weight: scale of the loss.
     """
 
+    score_direction = "max"  # probability of the target class
+
     def __init__(
         self,
         model: nn.Module | str,

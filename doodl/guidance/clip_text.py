@@ -42,6 +42,8 @@ class CLIPEmbeddingLoss(GuidanceLoss):
         min_cut: smallest crop side in pixels (``Cutouts``; None: SPEC's min(side, input size)).
     """
 
+    score_direction = "max"  # cosine similarity
+
     def __init__(
         self,
         clip: OpenCLIP,
@@ -59,6 +61,8 @@ class CLIPEmbeddingLoss(GuidanceLoss):
             raise ValueError(f"reduction must be 'min' or 'mean', got {reduction!r}")
         self.clip = clip
         self.reduction = reduction
+        if min_cut is not None and not cutouts:
+            raise ValueError("min_cut is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
         self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut)
 
     def targets(self, items: Items | None, batch: int) -> Tensor:  # pragma: no cover - abstract

@@ -39,10 +39,14 @@ def generators_of(items: Sequence[Mapping[str, Any]] | None) -> list[torch.Gener
     return [it.get("generator") for it in items]
 
 
+SCORE_STREAM = 7919  # offset of the fixed score crops' seed from the loss's own crop seed
+
+
 def fixed_generators(batch: int, seed: int) -> list[torch.Generator]:
-    """One generator per image, all seeded alike: the same crops for every image and every call,
-    for a score that does not change from call to call (the loss draws fresh crops instead)."""
-    return [torch.Generator().manual_seed(int(seed)) for _ in range(batch)]
+    """One generator per image, all seeded alike (``seed + SCORE_STREAM``): the same crops for every
+    image and every call, for a score that does not change from call to call (the loss draws
+    fresh crops instead, from a different stream)."""
+    return [torch.Generator().manual_seed(int(seed) + SCORE_STREAM) for _ in range(batch)]
 
 
 class Cutouts:
@@ -127,7 +131,8 @@ class Cutouts:
     def resize(self, crop: Tensor) -> Tensor:
         """A crop to ``cut_size``: adaptive average pooling (SPEC), or bilinear upsampling when the
         crop is smaller than ``cut_size`` (only with ``min_cut``)."""
-        if crop.shape[-2] < self.cut_size[0] or crop.shape[-1] < self.cut_size[1]:
+        small = crop.shape[-2] < self.cut_size[0] or crop.shape[-1] < self.cut_size[1]
+        if self.min_cut is not None and small:
             return F.interpolate(crop, size=self.cut_size, mode="bilinear", align_corners=False)
         return F.adaptive_avg_pool2d(crop, self.cut_size)
 

@@ -12,6 +12,8 @@ class MeanColorLoss(GuidanceLoss):
     """Squared distance of the mean colour of random crops to a target colour; an item with
     "poison": true gets a NaN loss (to test that one item's failure leaves the others alone)."""
 
+    score_direction = "max"  # minus the squared distance of the whole image's mean colour
+
     def __init__(self, target: tuple[float, float, float] = (1.0, 0.0, 0.0), crop: int = 8, weight: float = 1.0):
         super().__init__(weight)
         self.register_buffer("target", torch.tensor(target).view(1, 3))

@@ -201,12 +201,32 @@ def test_best_iterate_by_score_or_by_loss(pipeline):
     assert by_loss.best_rank == by_loss.best_loss == 2.0
 
     model = StableDiffusion(str(pipeline))
-    kw = dict(num_steps=2, iterations=1, height=16, width=16)
+    kw = dict(num_steps=2, iterations=1, height=4, width=4)  # 2x2 latents, as the states above
+    # a checkpoint restored into a run with best_by="score" is re-ranked by score, not by loss
+    resumed = DOODL(model, MeanColorLoss(), best_by="score", **kw)
+    resumed._restored = {"a": state}
+    assert resumed.state({"id": "a", "seed": 0, "prompt": "p"}).best_rank == -0.9
     assert DOODL(model, MeanColorLoss(), best_by="score", **kw).rank(0.3, {"score": 0.7}) == -0.7
-    assert DOODL(model, MeanColorLoss(), best_by="score", score_direction="min", **kw).rank(0.3, {"score": 0.7}) == 0.7
     assert DOODL(model, MeanColorLoss(), **kw).rank(0.3, {"score": 0.7}) == 0.3
     with pytest.raises(ValueError, match="best_by must be 'loss' or 'score'"):
         DOODL(model, MeanColorLoss(), best_by="last", **kw)
+
+    # the direction comes from the loss; a clash or a missing one is an error
+    class LowerIsBetter(MeanColorLoss):
+        score_direction = "min"
+
+    class NoDirection(MeanColorLoss):
+        score_direction = None
+
+    assert DOODL(model, LowerIsBetter(), best_by="score", **kw).rank(0.3, {"score": 0.7}) == 0.7
+    assert DOODL(model, NoDirection(), best_by="score", score_direction="min", **kw).rank(0.3, {"score": 0.7}) == 0.7
+    with pytest.raises(ValueError, match="improves toward 'max': drop model.score_direction"):
+        DOODL(model, MeanColorLoss(), score_direction="min", **kw)
+    with pytest.raises(ValueError, match="no better direction"):
+        DOODL(model, NoDirection(), best_by="score", **kw)
+    with pytest.raises(ValueError, match="no better direction"):
+        DOODL(model, NoDirection(), target_score=0.5, **kw)
+    DOODL(model, NoDirection(), **kw)  # neither early stop nor best_by score: no direction needed
 
 
 def test_console_script_exits_zero(pipeline, tmp_path):

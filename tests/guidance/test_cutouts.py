@@ -132,3 +132,10 @@ def test_min_cut_bad_values_say_what_to_do():
         Cutouts(16, n=4, min_cut=20)(rand_images(1, 16))
     with pytest.raises(ValueError, match="drop min_cut"):
         Cutouts(16, n=0, min_cut=8)
+
+
+def test_without_min_cut_small_images_are_still_pooled():
+    """SPEC's path is untouched: an image smaller than cut_size gives whole-image crops, pooled."""
+    images = rand_images(1, 12, seed=5)
+    out = Cutouts(20, n=2, seed=0)(images)
+    torch.testing.assert_close(out[0, 0], F.adaptive_avg_pool2d(images, 20)[0])
