@@ -129,13 +129,13 @@ def test_two_processes_equal_one(pipeline, tmp_path):
     assert sorted(r["id"] for r in rows) == sorted(a)
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
-def test_kill_and_resume_equals_uninterrupted(pipeline, tmp_path, sig):
+@pytest.mark.parametrize("sig,best_by", [("SIGTERM", "loss"), ("SIGKILL", "loss"), ("SIGTERM", "score")])
+def test_kill_and_resume_equals_uninterrupted(pipeline, tmp_path, sig, best_by):
     """Killed mid-epoch (SIGTERM: saves last.ckpt then exits; SIGKILL: dies, last.ckpt is from
-    the epoch before), resumed with --ckpt_path: every item finishes with the same latents as
-    an uninterrupted run, none lost or repeated."""
+    the epoch before), resumed with --ckpt_path: every item finishes with the same latents, crop
+    streams and best iterate as an uninterrupted run, none lost or repeated."""
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    extra = ("--data.batch_size=1", "--model.iterations=5")
+    extra = ("--data.batch_size=1", "--model.iterations=5", f"--model.best_by={best_by}")
     run_cli(pipeline, ref, *extra)
     proc = run_cli(pipeline, cut, *extra, "--trainer.callbacks+=tests.app.fakes.KillAt",
                    f"--trainer.callbacks.signal={sig}", "--trainer.callbacks.epoch=2", wait=False)
@@ -150,7 +150,12 @@ def test_kill_and_resume_equals_uninterrupted(pipeline, tmp_path, sig):
     assert sorted(a) == sorted(b) and len(a) == 3
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=0)
-    assert all(v["iterations"] == 5 for v in items_state(last_ckpt(cut)).values())
+    sa, sb = items_state(last_ckpt(ref)), items_state(last_ckpt(cut))
+    for k in a:
+        assert sb[k]["best_iteration"] == sa[k]["best_iteration"] and sb[k]["best_rank"] == sa[k]["best_rank"]
+        torch.testing.assert_close(sb[k]["best_image"], sa[k]["best_image"], rtol=0, atol=0)
+        assert torch.equal(sb[k]["crop_generator"], sa[k]["crop_generator"])
+    assert all(v["iterations"] == 5 for v in sb.values())
     results = sorted(cut.rglob("results.jsonl"), key=lambda p: p.stat().st_mtime)[-1]
     assert sorted(json.loads(l)["id"] for l in results.read_text().splitlines()) == sorted(a)
 
