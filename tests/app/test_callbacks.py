@@ -4,6 +4,9 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -202,9 +205,17 @@ def test_wandb_offline(tmp_path, monkeypatch):
 
 def test_two_processes_write_every_item_once(tmp_path):
     """ddp_fork on CPU: each rank writes its own items, rank 0 gathers the table and builds the grid.
-    Lightning's use_distributed_sampler stays on: ItemSampler is kept, so nothing is padded or repeated."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        pytest.skip("CUDA is initialized in this process: it cannot fork")
+    Lightning's use_distributed_sampler stays on: ItemSampler is kept, so nothing is padded or repeated.
+    A process that has run autograd cannot fork (torch refuses), so the test runs itself in a fresh
+    pytest process: it passes whatever ran before it."""
+    if os.environ.get("DOODL_FORK_CHILD") != "1":
+        env = dict(os.environ, DOODL_FORK_CHILD="1", OMP_NUM_THREADS="1")
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+                               str(tmp_path / "child"), f"{__file__}::test_two_processes_write_every_item_once"],
+                              cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        assert "1 passed" in done.stdout
+        return
     dm = PromptDataModule(prompts=["a", "b", "c", "d", "e"], batch_size=2)
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_fork", default_root_dir=tmp_path,
                         logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
