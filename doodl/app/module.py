@@ -25,11 +25,10 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from .items import ItemState
 from .selection import BEST_BY, rank, reached, resolve_direction
+from .start import StartLatents
+from .strategy import ItemParallelStrategy
 
 _log = logging.getLogger(__name__)
-from .strategy import ItemParallelStrategy
-from .start import StartLatents
-
 
 
 class StepCounter(torch.optim.Optimizer):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .base import GuidanceLoss, Items, check_images, per_item
 from .clip_model import OpenCLIP
-from .cutouts import Cutouts, fixed_generators, generators_of
+from .cutouts import Cutouts
 
 SCORE_MIN, SCORE_MAX = 1.0, 10.0
 
@@ -138,10 +138,7 @@ class AestheticLoss(GuidanceLoss):
         self.clip = clip
         self.mode = mode
         self.target_score = target_score
-        if min_cut is not None and not cutouts:
-            raise ValueError("min_cut is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
-        self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut) if cutouts else None
-        self.seed = int(seed)
+        self.cutouts = Cutouts.optional(clip.image_size, cutouts, cut_power, seed, min_cut)
         self.freeze_()
 
     @property
@@ -154,8 +151,7 @@ class AestheticLoss(GuidanceLoss):
         generators, or the same crops every call when ``fixed``."""
         check_images(images)
         if self.cutouts is not None:
-            gens = fixed_generators(images.shape[0], self.seed) if fixed else generators_of(items)
-            crops = self.cutouts(images, gens)
+            crops = self.cutouts.for_items(images, items, fixed)
         else:
             crops = self.clip.resize(images)[:, None]
         batch, n = crops.shape[:2]

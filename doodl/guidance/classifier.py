@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .aesthetic import load_state_dict_file
 from .base import GuidanceLoss, Items, check_images, per_item
-from .cutouts import Cutouts, _pair, fixed_generators, generators_of
+from .cutouts import Cutouts, _pair
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -137,10 +137,7 @@ class ClassifierLoss(GuidanceLoss):
         self.input_size = None if input_size is None else _pair(input_size)
         if cutouts and self.input_size is None:
             raise ValueError("cutouts need the classifier's input_size")
-        if min_cut is not None and not cutouts:
-            raise ValueError("min_cut is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
-        self.cutouts = Cutouts(self.input_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut) if cutouts else None
-        self.seed = int(seed)
+        self.cutouts = Cutouts.optional(self.input_size, cutouts, cut_power, seed, min_cut)
         self.target_class = None if target_class is None else self._check_class(target_class)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))  # follow the model
         as_buffer = dict(dtype=torch.float32, device=device)
@@ -167,8 +164,7 @@ class ClassifierLoss(GuidanceLoss):
         crops from the items' generators, or the same crops every call when ``fixed``."""
         check_images(images)
         if self.cutouts is not None:
-            gens = fixed_generators(images.shape[0], self.seed) if fixed else generators_of(items)
-            crops = self.cutouts(images, gens)
+            crops = self.cutouts.for_items(images, items, fixed)
         elif self.input_size is not None:
             crops = F.adaptive_avg_pool2d(images, self.input_size)[:, None]
         else:

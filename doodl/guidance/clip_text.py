@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .base import GuidanceLoss, Items, check_images, per_item
 from .clip_model import OpenCLIP, spherical_distance
-from .cutouts import Cutouts, generators_of
+from .cutouts import Cutouts
 
 Reduction = Literal["min", "mean"]
 
@@ -61,8 +61,6 @@ class CLIPEmbeddingLoss(GuidanceLoss):
             raise ValueError(f"reduction must be 'min' or 'mean', got {reduction!r}")
         self.clip = clip
         self.reduction = reduction
-        if min_cut is not None and not cutouts:
-            raise ValueError("min_cut is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
         self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut)
 
     def targets(self, items: Items | None, batch: int) -> Tensor:  # pragma: no cover - abstract
@@ -73,7 +71,7 @@ class CLIPEmbeddingLoss(GuidanceLoss):
         """(B, n) spherical distance of every crop to its image's target."""
         check_images(images)
         target = self.targets(items, images.shape[0]).to(images.device)  # (B, D)
-        crops = self.cutouts(images, generators_of(items))  # (B, n, 3, S, S)
+        crops = self.cutouts.for_items(images, items)  # (B, n, 3, S, S)
         batch, n = crops.shape[:2]
         embeds = self.clip.embed_images(crops.flatten(0, 1)).view(batch, n, -1)  # (B, n, D)
         return spherical_distance(embeds, target[:, None])

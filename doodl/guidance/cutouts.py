@@ -49,6 +49,9 @@ def fixed_generators(batch: int, seed: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(seed) + SCORE_STREAM) for _ in range(batch)]
 
 
+MIN_CUT_WITHOUT_CROPS = "min_cut is set but cutouts is off (0 crops: the whole image): set cutouts=<crops per image> or drop min_cut"
+
+
 class Cutouts:
     """Draws ``n`` random crops of each image, each pooled to ``cut_size``.
 
@@ -80,8 +83,9 @@ class Cutouts:
         if min_cut is not None and (not isinstance(min_cut, int) or isinstance(min_cut, bool) or min_cut < 1):
             raise ValueError(f"min_cut must be a positive number of pixels or None (SPEC's min(side, cut_size)), got {min_cut!r}")
         if min_cut is not None and not n:
-            raise ValueError("min_cut is set but n is 0 (the whole image, no crops): set n=<crops per image> or drop min_cut")
+            raise ValueError(MIN_CUT_WITHOUT_CROPS)
         self.n = int(n or 0)
+        self.seed = int(seed)
         self.power = float(power)
         self.min_cut = None if min_cut is None else int(min_cut)
         if generator is None:
@@ -127,6 +131,22 @@ class Cutouts:
             for top, left, size in self.sample_boxes(height, width, gen):
                 crops.append(self.resize(images[b : b + 1, :, top : top + size, left : left + size]))
         return torch.cat(crops).view(batch, self.n, channels, *self.cut_size)
+
+    @classmethod
+    def optional(cls, cut_size, n: int | None, power: float = 0.3, seed: int = 0, min_cut: int | None = None
+                 ) -> "Cutouts | None":
+        """Cutouts for ``n`` crops, or None when crops are off (``min_cut`` then is an error)."""
+        if not n:
+            if min_cut is not None:
+                raise ValueError(MIN_CUT_WITHOUT_CROPS)
+            return None
+        return cls(cut_size, n=n, power=power, seed=seed, min_cut=min_cut)
+
+    def for_items(self, images: Tensor, items: Sequence[Mapping[str, Any]] | None = None, fixed: bool = False) -> Tensor:
+        """Crops for a loss: fresh ones from each item's "generator" (else the cutouts' own), or
+        with ``fixed`` the same crops at every call (a score's; ``fixed_generators`` of ``seed``)."""
+        gens = fixed_generators(images.shape[0], self.seed) if fixed else generators_of(items)
+        return self(images, gens)
 
     def resize(self, crop: Tensor) -> Tensor:
         """A crop to ``cut_size``: adaptive average pooling (SPEC), or bilinear upsampling when the

@@ -139,3 +139,14 @@ def test_without_min_cut_small_images_are_still_pooled():
     images = rand_images(1, 12, seed=5)
     out = Cutouts(20, n=2, seed=0)(images)
     torch.testing.assert_close(out[0, 0], F.adaptive_avg_pool2d(images, 20)[0])
+
+
+def test_optional_cutouts_and_fixed_crops():
+    assert Cutouts.optional(16, 0) is None and Cutouts.optional(16, None) is None
+    with pytest.raises(ValueError, match="min_cut is set but cutouts is off"):
+        Cutouts.optional(16, None, min_cut=8)
+    cut = Cutouts.optional(16, 4, seed=3, min_cut=8)
+    images = rand_images(2, 16, seed=6)
+    fixed = cut.for_items(images, fixed=True)
+    torch.testing.assert_close(fixed, cut.for_items(images, fixed=True), rtol=0, atol=0)  # the same at every call
+    assert not torch.equal(cut.for_items(images), cut.for_items(images))  # fresh crops otherwise
