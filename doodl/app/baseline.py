@@ -10,6 +10,7 @@ from torch import Tensor
 
 from doodl.core.onestep import one_step_guided_sample
 
+from .images import all_finite, delivered
 from .items import item_generator
 
 METHODS = ("plain", "onestep")
@@ -18,13 +19,17 @@ METHODS = ("plain", "onestep")
 def predict_images(
     module: Any, batch: Sequence[Mapping[str, Any]], method: str, guidance_scale: float | None = None
 ) -> dict[str, Any]:
-    """Images (B, 3, H, W) in [0, 1] for ``method`` "plain" (EDICT from the start latents, no
-    guidance loss) or "onestep" (DDIM with one-step guidance at every step), and their scores.
-    ``guidance_scale``: the one-step loss scale (default: the module's ``guidance_scale``)."""
+    """Images (B, 3, H, W) as saved (``doodl.app.images.delivered``) for ``method`` "plain" (EDICT
+    from the start latents, no guidance loss) or "onestep" (DDIM with one-step guidance at every
+    step), their scores and ``status`` ("done", or "failed" for an image with non-finite pixels,
+    which is no result: its score is NaN). ``guidance_scale``: the one-step loss scale (>= 0;
+    default: the module's ``guidance_scale``)."""
     if method not in METHODS:
         raise ValueError(f"predict method must be one of {METHODS}, got {method!r}")
     h, model = module.hparams, module.model
     scale = h.guidance_scale if guidance_scale is None else float(guidance_scale)
+    if not scale >= 0:
+        raise ValueError(f"the one-step guidance scale must be >= 0, got {scale}")
     starts = [module.starts()(it) for it in batch]
     x = torch.cat([s[0] for s in starts])
     y = torch.cat([s[1] for s in starts])
@@ -41,7 +46,10 @@ def predict_images(
 
         x0 = one_step_guided_sample(module.sampler, eps_fn, loss_fn, x, start=module.start_step)
     with torch.no_grad():
-        images = model.decode(x0, clamp=h.decode_clamp)
+        decoded = model.decode(x0, clamp=h.decode_clamp)
+        images = delivered(decoded)
+        finite = all_finite(decoded).cpu()
         scores = module.guidance.score(images, items).float().cpu()
+        scores = torch.where(finite, scores, torch.full_like(scores, float("nan")))
     return {"ids": [it["id"] for it in batch], "images": images.float().cpu(), "scores": {"score": scores},
-            "method": method, "items": list(batch)}
+            "status": ["done" if ok else "failed" for ok in finite.tolist()], "method": method, "items": list(batch)}

@@ -39,6 +39,7 @@ class ItemState:
     best_scores: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
     skipped_updates: int = 0
+    failure: str | None = None  # why the latest rejected iterate was not a result ("non-finite loss", ...)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. inversion PSNR of an edit
 
     @classmethod
@@ -49,17 +50,27 @@ class ItemState:
         return cls(id=item_id, x=x, y=y, optimizer=opt, crop_generator=item_generator(seed, 1))
 
     def record(self, loss: float, iteration: int, image: Tensor, scores: dict[str, float],
-               rank: float | None = None) -> None:
+               rank: float | None = None) -> bool:
         """Keep the pair that was just evaluated if it is the best so far (call before the update):
-        the lowest ``rank`` (default: the loss). The first iterate is always kept, so an item whose
-        loss is never finite still has a result."""
+        the lowest ``rank`` (default: the loss). Only a finite iterate (loss, rank and every score
+        finite) can be a result: an item whose iterates are all non-finite has none (``has_result``
+        False: it failed). Returns whether the iterate was finite."""
         rank = loss if rank is None else rank
-        better = math.isfinite(loss) and math.isfinite(rank) and (not math.isfinite(self.best_rank) or rank < self.best_rank)
-        if self.best_image is None or better:
+        bad = next((name for name, v in (("loss", loss), ("score", rank), *scores.items()) if not math.isfinite(v)), None)
+        if bad is not None:
+            self.failure = f"non-finite {'score' if bad != 'loss' else 'loss'}"
+            return False
+        if self.best_image is None or rank < self.best_rank:
             self.best_loss, self.best_rank, self.best_iteration = loss, rank, iteration
             self.best_latents = torch.cat([self.x.detach(), self.y.detach()]).cpu().clone()
             self.best_image = image.detach().cpu().clone()
             self.best_scores = dict(scores)
+        return True
+
+    @property
+    def has_result(self) -> bool:
+        """Whether some iterate was finite (the best of them is the item's result)."""
+        return self.best_image is not None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +81,7 @@ class ItemState:
             "best_iteration": self.best_iteration,
             "best_latents": self.best_latents, "best_image": self.best_image, "best_scores": self.best_scores,
             "stopped_early": self.stopped_early, "skipped_updates": self.skipped_updates, "extra": self.extra,
+            "failure": self.failure,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -82,6 +94,12 @@ class ItemState:
                     "best_scores", "stopped_early", "skipped_updates", "extra"):
             setattr(self, key, state[key])
         self.best_rank = state.get("best_rank", state["best_loss"])  # checkpoints from before best_by
+        self.failure = state.get("failure")  # checkpoints from before failed items
+        if not (math.isfinite(self.best_loss) and math.isfinite(self.best_rank)):
+            # older checkpoints kept the first iterate even when it was not finite: it is no result
+            self.best_loss = self.best_rank = math.inf
+            self.best_iteration, self.best_latents, self.best_image, self.best_scores = -1, None, None, {}
+            self.failure = self.failure or "non-finite loss"
 
 
 def _to_cpu(obj: Any) -> Any:

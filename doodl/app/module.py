@@ -23,6 +23,7 @@ from doodl.models.loading import DTYPES
 
 from lightning.pytorch.strategies import DDPStrategy
 
+from .images import all_finite, delivered
 from .items import ItemState
 from .selection import BEST_BY, rank, reached, resolve_direction
 from .start import StartLatents
@@ -51,7 +52,7 @@ class DOODL(L.LightningModule):
         num_steps, mix, leapfrog: the EDICT chain (50, 0.93, True).
         grad_mode: "invert" (the paper's), "checkpoint" or "naive" (see ``doodl.sample_with_grad``).
         cfg_scale: classifier-free guidance scale of the noise model (7.5).
-        guidance_scale: multiplies the guidance loss (times each item's "weight", default 1).
+        guidance_scale: multiplies the guidance loss (times each item's "weight", default 1); >= 0.
         height, width: image size in pixels.
         latent_dtype: precision of the latents and the EDICT coupling ("float32"; "float64").
         loss_on: "both" decoded images of the pair (the paper), or "x" only.
@@ -59,7 +60,9 @@ class DOODL(L.LightningModule):
             Items with an "image" start from its EDICT inversion over that fraction.
         grad_scale, clip_grad_val, momentum, perturb, tied, renormalize: the update
             (``doodl.DOODLOptimizer``), published defaults.
-        target_score: stop an item early once its guidance score reaches this (None: never).
+        target_score: stop an item early once the guidance score of its image reaches this (None:
+            never). Scores, early stop and the best iterate all read the image as its PNG holds it
+            (clamped to [0, 1], 8 bits: ``doodl.app.images.delivered``); the loss reads the decoded one.
         score_direction: "max" if a higher score is better, "min" if lower; None (default): the
             guidance loss's own ``score_direction`` (CLIP, classifier, aesthetic: "max"; a loss
             whose score is the loss itself: "min").
@@ -115,6 +118,12 @@ class DOODL(L.LightningModule):
         self.score_direction = resolve_direction(guidance, score_direction, target_score is not None or best_by == "score")
         if predict_method not in ("plain", "onestep"):
             raise ValueError(f"predict_method must be 'plain' or 'onestep', got {predict_method!r}")
+        if not guidance_scale >= 0:
+            raise ValueError(
+                f"model.guidance_scale must be >= 0, got {guidance_scale}: it multiplies a loss that DOODL minimizes, "
+                "and a negative one would steer away from the target while target_score and the best iterate still "
+                "treat a better score as better. No doodl loss steers away; to steer away, use a loss whose score "
+                "rises away from the target, with guidance_scale >= 0")
         if not 0.0 < edit_strength <= 1.0:
             raise ValueError(f"edit_strength must lie in (0, 1], got {edit_strength}")
         self.save_hyperparameters(ignore=["model", "guidance"])
@@ -125,8 +134,9 @@ class DOODL(L.LightningModule):
         self.sampler = model.sampler(num_steps, mix, leapfrog)
         self.start_step = num_steps - max(1, round(edit_strength * num_steps))
         self.states: dict[str, ItemState] = {}
-        self.my_ids: list[str] = []
+        self.my_ids: list[str] | None = None  # this rank's items (None: no datamodule said which)
         self._restored: dict[str, dict] = {}
+        self.n_failed = 0  # this run's items with no finite iterate, over all ranks (set at the end of fit)
 
     # ---- items -------------------------------------------------------------------------
     @property
@@ -175,7 +185,10 @@ class DOODL(L.LightningModule):
 
     # ---- one DOODL iteration -------------------------------------------------------------
     def images_and_loss(self, batch: Sequence[Mapping], states: Sequence[ItemState]) -> tuple[Tensor, Tensor, dict]:
-        """Chain with gradient, decode, per-item loss (B,), scores; the graph reaches the latents."""
+        """Chain with gradient, decode, per-item loss (B,), scores; the graph reaches the latents.
+
+        The loss reads the decoded image; the images returned and their scores are the delivered
+        ones (``doodl.app.images.delivered``: as saved), with a NaN score for a non-finite image."""
         h = self.hparams
         eps_fn = self.model.eps_fn(self.model.encode_prompt([it["prompt"] for it in batch]), h.cfg_scale)
         xT = torch.cat([st.x for st in states])
@@ -189,8 +202,10 @@ class DOODL(L.LightningModule):
             loss = loss + self.guidance(self.model.decode(y0, clamp=h.decode_clamp), items)
         loss = h.guidance_scale * weights * loss.to(weights.dtype)
         with torch.no_grad():
-            scores = {"score": self.guidance.score(img_x.detach(), items).float()}
-        return img_x.detach(), loss, scores
+            images = delivered(img_x.detach())
+            score = self.guidance.score(images, items).float()
+            score = torch.where(all_finite(img_x).to(score.device), score, torch.full_like(score, math.nan))
+        return images, loss, {"score": score}
 
     def training_step(self, batch: list[dict], batch_idx: int) -> dict[str, Any] | None:
         pairs = [(it, self.state(it)) for it in batch]
@@ -208,7 +223,8 @@ class DOODL(L.LightningModule):
     def iterate(self, batch: Sequence[dict], states: Sequence[ItemState], backward: Callable[[Tensor], None]
                 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One DOODL iteration of these items: chain, loss, ``backward`` of the finite losses, then
-        per item: record the iterate, update (skipped if non-finite), count, stop at the target."""
+        per item: record the iterate (a result only if finite), update (skipped if non-finite), count,
+        stop at the target."""
         images, loss, scores = self.images_and_loss(batch, states)
         finite = torch.isfinite(loss)
         if bool(finite.any()):
@@ -246,9 +262,12 @@ class DOODL(L.LightningModule):
                 self.log(f"items/{st.id}/{name}", v[k], batch_size=1, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self) -> None:
-        done = all(self.finished(i) for i in self.my_ids) if self.my_ids else False
+        # a rank with no items is done at once (every epoch visits all of a rank's items, so after
+        # the first one ``states`` holds them all where no datamodule listed them)
+        mine = self.my_ids if self.my_ids is not None else list(self.states)
+        done = all(self.finished(i) for i in mine)
         done = self.trainer.strategy.reduce_boolean_decision(done, all=True)
-        self.log("items_done", float(sum(self.finished(i) for i in self.my_ids)), prog_bar=True, reduce_fx="sum")
+        self.log("items_done", float(sum(self.finished(i) for i in mine)), prog_bar=True, reduce_fx="sum")
         if done:
             self.trainer.should_stop = True
 
@@ -265,23 +284,45 @@ class DOODL(L.LightningModule):
     # ---- results and checkpoints -----------------------------------------------------------
     @property
     def final_outputs(self) -> list[dict[str, Any]]:
-        """One record per item of this rank: its best image, loss and scores."""
+        """One record per item of this rank that ran: its best image (as saved), loss, scores and
+        ``status`` (see ``status``); a failed item has ``image`` None and its ``failure``."""
         dm = getattr(self.trainer, "datamodule", None)
         by_id = {it["id"]: it for it in getattr(dm, "items", [])}
         out = []
-        for item_id in self.my_ids or list(self.states):
+        for item_id in self.my_ids if self.my_ids is not None else list(self.states):
             st = self.states.get(item_id)
-            if st is None or st.best_image is None:
+            if st is None or st.iterations == 0:
                 continue
+            status = self.status(st)
             out.append({
-                "id": item_id, "item": by_id.get(item_id, {"id": item_id}), "image": st.best_image,
+                "id": item_id, "item": by_id.get(item_id, {"id": item_id}), "image": st.best_image, "status": status,
+                "failure": f"{st.failure} at every iteration" if status == "failed" else None,
                 "loss": st.best_loss, "scores": dict(st.best_scores, **st.extra), "best_iteration": st.best_iteration,
                 "iterations": st.iterations, "stopped_early": st.stopped_early, "skipped_updates": st.skipped_updates,
             })
         return out
 
+    def status(self, st: ItemState) -> str:
+        """An item's outcome: "failed" (no finite iterate: no result, no image), "stopped_early"
+        (its score reached target_score), "done" (all its iterations ran) or "unfinished" (the run
+        ended before, e.g. at trainer.max_time; its best iterate so far is its result)."""
+        if not st.has_result:
+            return "failed"
+        if st.stopped_early:
+            return "stopped_early"
+        return "done" if st.iterations >= self.hparams.iterations else "unfinished"
+
+    def on_train_end(self) -> None:
+        """Count the outcomes over all ranks (``n_failed``) and print them on rank 0, one line."""
+        from .callbacks.common import gather
+
+        local = [(o["status"], o["failure"]) for o in self.final_outputs]
+        every = [x for part in gather(self.trainer, local) for x in part]
+        self.n_failed = sum(s == "failed" for s, _ in every)
+        self.print(summary(every))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        mine = set(self.my_ids) or set(self.states) | set(self._restored)
+        mine = set(self.my_ids) if self.my_ids is not None else set(self.states) | set(self._restored)
         local = {i: st.state_dict() for i, st in self.states.items() if i in mine}
         local.update({i: s for i, s in self._restored.items() if i in mine})  # restored, not reached yet
         if self.trainer.world_size > 1:
@@ -295,8 +336,8 @@ class DOODL(L.LightningModule):
         if "doodl_items" not in checkpoint:
             raise ValueError("this checkpoint has no 'doodl_items': it was not written by doodl's DOODL module")
         self.states.clear()
-        mine = set(self.my_ids)
-        self._restored = {i: s for i, s in checkpoint["doodl_items"].items() if not mine or i in mine}
+        mine = self.my_ids
+        self._restored = {i: s for i, s in checkpoint["doodl_items"].items() if mine is None or i in mine}
 
     # ---- predict: the unguided sample or the one-step baseline on the same items --------------
     def predict_step(self, batch: list[dict], batch_idx: int) -> dict[str, Any]:
@@ -308,7 +349,21 @@ class DOODL(L.LightningModule):
     def test_step(self, batch: list[dict], batch_idx: int) -> None:
         from .evaluate import evaluate_batch
 
-        for name, v in evaluate_batch(self, batch).items():
-            self.log(f"test/{name}", v.mean(), batch_size=len(batch))
+        for name, v in evaluate_batch(self, batch).items():  # NaN: an item the run reported as failed
+            ok = torch.isfinite(v)
+            if bool(ok.any()):
+                self.log(f"test/{name}", v[ok].mean(), batch_size=int(ok.sum()))
+            self.log("test/failed", float((~ok).sum()), batch_size=1, reduce_fx="sum")
             for k, it in enumerate(batch):
-                self.log(f"test/items/{it['id']}/{name}", v[k], batch_size=1)
+                if bool(ok[k]):
+                    self.log(f"test/items/{it['id']}/{name}", v[k], batch_size=1)
+
+
+def summary(outcomes: Sequence[tuple[str, str | None]]) -> str:
+    """``doodl: 7 items: 6 done, 1 failed (non-finite loss at every iteration)`` from (status, failure) pairs."""
+    counts = {s: sum(x == s for x, _ in outcomes) for s in ("done", "stopped_early", "unfinished", "failed")}
+    parts = [f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n]
+    reasons = sorted({f for s, f in outcomes if s == "failed" and f})
+    if counts["failed"] and reasons:
+        parts[-1] += f" ({'; '.join(reasons)})"
+    return f"doodl: {len(outcomes)} items: {', '.join(parts) or 'none ran'}"

@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from doodl.app.callbacks import ImageWriter, ResultsTable
 from doodl.app.callbacks.common import read_png
+from doodl.app.callbacks.sheet import FAILED_FILL, LINE_H, PAD, enlargement
 from doodl.app.data import PromptDataModule
 from doodl.app.paths import run_dir
 
@@ -24,14 +25,15 @@ H, W = 8, 12
 class FakeDOODL(L.LightningModule):
     """training_step returns what doodl.app.module.DOODL returns; final_outputs lists this rank's items.
 
-    ``drop``: an id left out of final_outputs; ``stop``: an id that stops after its first iteration.
+    ``drop``: an id left out of final_outputs; ``stop``: an id that stops after its first iteration;
+    ``fail``: an id reported as failed (no finite iterate: no image).
     """
 
-    def __init__(self, drop: str | None = None, stop: str | None = None):
+    def __init__(self, drop: str | None = None, stop: str | None = None, fail: str | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.w = torch.nn.Parameter(torch.zeros(1))
-        self.drop, self.stop = drop, stop
+        self.drop, self.stop, self.fail = drop, stop, fail
         self.best: dict[str, dict] = {}
         self.iterations: dict[str, int] = {}
 
@@ -63,9 +65,22 @@ class FakeDOODL(L.LightningModule):
 
     @property
     def final_outputs(self):
-        return [{"id": i, **b, "iterations": self.iterations[i], "stopped_early": i == self.stop,
-                 "skipped_updates": int(b["best_iteration"] == 0)}
+        outs = [{"id": i, **b, "iterations": self.iterations[i], "stopped_early": i == self.stop,
+                 "skipped_updates": int(b["best_iteration"] == 0), "failure": None,
+                 "status": "stopped_early" if i == self.stop else "done"}
                 for i, b in self.best.items() if i != self.drop]
+        for o in outs:
+            if o["id"] == self.fail:
+                o.update(image=None, status="failed", failure="non-finite loss at every iteration", loss=math.inf,
+                         scores={}, best_iteration=-1)
+        return outs
+
+
+def grid_cell(grid, k, columns, h, w, captions=2):
+    """Cell ``k`` of a grid.png of (h, w) cells with ``captions`` caption lines: (image part, caption part)."""
+    r, c = divmod(k, columns)
+    y, x = PAD + r * (h + captions * LINE_H + PAD), PAD + c * (w + PAD)
+    return grid[:, y:y + h, x:x + w], grid[:, y + h:y + h + captions * LINE_H, x:x + w]
 
 
 def fit(root, callbacks, logger=None, module=None, prompts=("a cat", "a dog", "a red car"), seeds=(0, 1),
@@ -85,8 +100,9 @@ def read_csv(path):
 
 
 def test_image_writer_and_results_table(tmp_path):
+    failed = "00003-a-red-car-s0"
     trainer, module, dm = fit(tmp_path, [ImageWriter(every_n_iterations=2, grid_columns=4), ResultsTable()],
-                              module=FakeDOODL(stop="00002-a-dog-s1"))
+                              module=FakeDOODL(stop="00002-a-dog-s1", fail=failed))
     root = run_dir(trainer)
     assert root == tmp_path / "lightning_logs" / "version_0"
     ids = [it["id"] for it in dm.items]
@@ -101,27 +117,46 @@ def test_image_writer_and_results_table(tmp_path):
         assert set(meta["scores"]) == {"score", "loss"}
 
         out = module.best[item["id"]]
+        final = json.loads((root / "final" / f"{item['id']}.json").read_text())
+        if item["id"] == failed:  # no image, and its metadata says why
+            assert not (root / "final" / f"{failed}.png").exists()
+            assert final["status"] == "failed" and final["failure"] == "non-finite loss at every iteration"
+            continue
+        assert final["status"] == ("stopped_early" if stopped else "done")
         png = read_png(root / "final" / f"{item['id']}.png").float() / 255  # (3, H, W)
         assert png.shape == (3, H, W)
         assert (png - out["image"]).abs().max() <= 0.5 / 255 + 1e-6  # the best image, to 8-bit rounding
-        final = json.loads((root / "final" / f"{item['id']}.json").read_text())
         assert final["prompt"] == item["prompt"] and final["seed"] == item["seed"]
         assert final["loss"] == pytest.approx(out["loss"]) and final["best_iteration"] == out["best_iteration"]
         assert final["iterations"] == (1 if stopped else 3) and final["stopped_early"] is stopped
 
     grid = read_png(root / "grid.png")
-    assert grid.shape == (3, 2 * (H + 2) + 2, 4 * (W + 2) + 2)  # 6 items, 4 columns, 2-pixel padding
-    first = read_png(root / "final" / f"{ids[0]}.png")
-    assert torch.equal(grid[:, 2:2 + H, 2:2 + W], first)  # item order, first cell
-    fifth = read_png(root / "final" / f"{ids[4]}.png")
-    assert torch.equal(grid[:, 2 + H + 2:2 + H + 2 + H, 2:2 + W], fifth)  # second row, first column
+    k = enlargement(W, H, 96)  # 8x12 images: enlarged 12 times, to 96x144
+    assert k == 12
+    h, w = k * H, k * W
+    assert grid.shape == (3, PAD + 2 * (h + 2 * LINE_H + PAD), PAD + 4 * (w + PAD))  # 6 items, 4 columns
+    assert ids[4] == failed
+    for n in range(6):  # in item order, 4 to a row
+        image, caption = grid_cell(grid, n, 4, h, w)
+        assert (caption < 128).any()  # a caption (id and score, or "failed") under every cell
+        if n == 4:  # the failed item: a grey cell
+            grey = (image.reshape(3, -1) == torch.tensor(FAILED_FILL, dtype=torch.uint8).view(3, 1)).all(0)
+            assert grey.float().mean() > 0.9
+            continue
+        png = read_png(root / "final" / f"{ids[n]}.png")
+        assert torch.equal(image, png.repeat_interleave(k, 1).repeat_interleave(k, 2))  # nearest neighbour
 
     rows = read_csv(root / "results.csv")
     assert [r["id"] for r in rows] == sorted(ids)
-    assert list(rows[0]) == ["id", "prompt", "seed", "loss", "scores.loss", "score", "best_iteration", "iterations",
-                             "stopped_early", "skipped_updates", "image"]
+    assert list(rows[0]) == ["id", "prompt", "seed", "status", "loss", "scores.loss", "score", "best_iteration",
+                             "iterations", "stopped_early", "skipped_updates", "failure", "image"]
     by_id = {r["id"]: r for r in rows}
+    assert {k: by_id[failed][k] for k in ("status", "loss", "score", "image", "failure")} == {
+        "status": "failed", "loss": "", "score": "", "image": "", "failure": "non-finite loss at every iteration"}
+    assert by_id["00002-a-dog-s1"]["status"] == "stopped_early" and by_id[ids[0]]["status"] == "done"
     for i in ids:
+        if i == failed:
+            continue
         b = module.best[i]
         assert float(by_id[i]["loss"]) == pytest.approx(b["loss"])
         assert float(by_id[i]["score"]) == pytest.approx(b["scores"]["score"])
@@ -230,8 +265,8 @@ def test_two_processes_write_every_item_once(tmp_path):
     assert all(sorted(p.name for p in (root / "images" / i).glob("*.png")) == ["iter_0000.png", "iter_0001.png"]
                for i in ids)
     grid = read_png(root / "grid.png")
-    assert grid.shape == (3, 2 * (H + 2) + 2, 3 * (W + 2) + 2)  # 5 items, ceil(sqrt(5)) = 3 columns
-    for k, i in enumerate(ids):
-        r, c = divmod(k, 3)
-        y, x = 2 + r * (H + 2), 2 + c * (W + 2)
-        assert torch.equal(grid[:, y:y + H, x:x + W], read_png(root / "final" / f"{i}.png"))
+    k = enlargement(W, H, 96)
+    assert grid.shape == (3, PAD + 2 * (k * H + 2 * LINE_H + PAD), PAD + 3 * (k * W + PAD))  # 5 items, 3 columns
+    for n, i in enumerate(ids):
+        png = read_png(root / "final" / f"{i}.png")
+        assert torch.equal(grid_cell(grid, n, 3, k * H, k * W)[0], png.repeat_interleave(k, 1).repeat_interleave(k, 2))

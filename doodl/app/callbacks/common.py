@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 from torch import Tensor
-from torchvision.utils import save_image
+
+from ..images import to_uint8
 
 
 def gather(trainer, obj: Any) -> list[Any]:
@@ -63,12 +64,19 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_png(path: Path, image: Tensor) -> None:
-    """Save a (3, H, W) image in [0, 1] as PNG, atomically; raises on failure."""
+    """Save a (3, H, W) image in [0, 1] as PNG (8 bits by ``doodl.app.images.to_uint8``: the very
+    pixels the run scored), atomically; raises on failure."""
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected an image of shape (3, H, W), got {tuple(image.shape)}")
+    pixels = to_uint8(image).expand(3, -1, -1).permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
+    write_image(path, Image.fromarray(pixels))
+
+
+def write_image(path: Path, image: Image.Image) -> None:
+    """Save a PIL image as PNG, atomically; raises on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_image(image.detach().float().cpu(), tmp, format="png")
+    image.save(tmp, format="png")
     _replace(tmp, path)
 
 

@@ -3,8 +3,9 @@
 At the end of ``fit`` each rank runs the baselines (``doodl.app.baseline``: "plain" unguided,
 "onestep" guidance) on its own items and writes ``compare/<method>/<id>.png`` beside
 ``compare/doodl/<id>.png`` (DOODL's best iterate); rank 0 assembles ``contact_sheet.png`` (rows:
-items, columns: methods, each cell captioned with its guidance score) and ``compare/results.jsonl``,
-and logs the sheet to W&B and TensorBoard.
+items, columns: methods, each cell captioned with its guidance score; a failed image, one with no
+finite result, is a grey cell marked "failed" and has no PNG) and ``compare/results.jsonl`` (with
+each image's ``status``), and logs the sheet to W&B and TensorBoard.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Sequence
 
 import lightning as L
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..baseline import METHODS, predict_images
 from ..paths import run_dir
-from .common import dataset_items, final_outputs, gather, jsonable, read_png, tensorboard_loggers, wandb_loggers, write_png, write_text
+from .common import (dataset_items, final_outputs, gather, jsonable, read_png, tensorboard_loggers, wandb_loggers,
+                     write_image, write_png, write_text)
+from .sheet import Cell, draw_sheet
 
 
 class ContactSheet(L.Callback):
@@ -46,16 +49,22 @@ class ContactSheet(L.Callback):
         outs = final_outputs(pl_module)
         records = []
         for out in outs:
-            write_png(root / "doodl" / f"{out['id']}.png", out["image"])
-            records.append({"id": out["id"], "method": "doodl", "score": out["scores"].get("score")})
+            failed = out.get("image") is None
+            if not failed:
+                write_png(root / "doodl" / f"{out['id']}.png", out["image"])
+            records.append({"id": out["id"], "method": "doodl", "status": out.get("status", "done"),
+                            "score": None if failed else out["scores"].get("score")})
         for method in self.methods:
             for start in range(0, len(outs), self.batch_size):
                 batch = [o["item"] for o in outs[start:start + self.batch_size]]
                 with torch.inference_mode(False):
                     pred = predict_images(pl_module, batch, method, self.onestep_scale)
                 for k, item_id in enumerate(pred["ids"]):
-                    write_png(root / method / f"{item_id}.png", pred["images"][k])
-                    records.append({"id": item_id, "method": method, "score": float(pred["scores"]["score"][k])})
+                    failed = pred["status"][k] == "failed"
+                    if not failed:
+                        write_png(root / method / f"{item_id}.png", pred["images"][k])
+                    records.append({"id": item_id, "method": method, "status": pred["status"][k],
+                                    "score": None if failed else float(pred["scores"]["score"][k])})
         trainer.strategy.barrier("doodl-contact-sheet")
         records = [r for part in gather(trainer, records) for r in part]
         if trainer.is_global_zero and records:
@@ -67,29 +76,25 @@ class ContactSheet(L.Callback):
                    for it in dataset_items(trainer) or []}
         ids = sorted({r["id"] for r in records}, key=lambda i: (order.get(i, len(order)), i))
         columns = [*self.methods, "doodl"]
-        score = {(r["id"], r["method"]): r["score"] for r in records}
+        by_key = {(r["id"], r["method"]): r for r in records}
         write_text(root / "results.jsonl", "".join(json.dumps(jsonable(r)) + "\n" for r in records))
-        sheet = self.draw(root, ids, columns, score, prompts)
+        sheet = self.draw(root, ids, columns, by_key, prompts)
         path = root.parent / "contact_sheet.png"
-        sheet.save(path)
+        write_image(path, sheet)
         for lg in wandb_loggers(trainer):
             lg.log_image(key="contact_sheet", images=[str(path)], caption=[" | ".join(columns)])
         for lg in tensorboard_loggers(trainer):
             lg.experiment.add_image("contact_sheet", read_png(path), trainer.global_step)
 
-    def draw(self, root: Path, ids: list[str], columns: list[str], score: dict, prompts: dict) -> Image.Image:
-        c, label_w, head_h, text_h = self.cell, 250, 20, 14
-        sheet = Image.new("RGB", (label_w + c * len(columns), head_h + (c + text_h) * len(ids)), "white")
-        pen = ImageDraw.Draw(sheet)
-        for j, name in enumerate(columns):
-            pen.text((label_w + j * c + 4, 4), name, fill="black")
-        for i, item_id in enumerate(ids):
-            y = head_h + i * (c + text_h)
-            pen.text((4, y + c // 2 - 6), str(prompts.get(item_id, item_id))[:40], fill="black")
-            for j, name in enumerate(columns):
-                with Image.open(root / name / f"{item_id}.png") as im:
-                    sheet.paste(im.convert("RGB").resize((c, c), Image.Resampling.NEAREST), (label_w + j * c, y))
-                s = score.get((item_id, name))
-                if s is not None:
-                    pen.text((label_w + j * c + 4, y + c), f"score {s:.3f}", fill="black")
-        return sheet
+    def draw(self, root: Path, ids: list[str], columns: list[str], records: dict, prompts: dict) -> Image.Image:
+        """The sheet: one row per item (labelled with its prompt), one column per method."""
+        cells = []
+        for item_id in ids:
+            for name in columns:
+                r = records.get((item_id, name), {})
+                file = root / name / f"{item_id}.png"
+                image = None if r.get("status") == "failed" else Image.open(file).convert("RGB")  # missing: raises
+                s = r.get("score")
+                cells.append(Cell(image, ["failed" if image is None else "" if s is None else f"score {s:.3f}"]))
+        return draw_sheet(cells, len(columns), (self.cell, self.cell), row_labels=[prompts.get(i, i) for i in ids],
+                          column_labels=columns)

@@ -7,16 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torchvision.utils import make_grid
+from PIL import Image
 
 from doodl.app.paths import run_dir
 
 from .common import (dataset_items, final_outputs, gather, read_png, tensorboard_loggers, wandb_loggers,
-                     write_json, write_png)
-
-GRID_PADDING = 2  # pixels between grid cells (torchvision's default)
+                     write_image, write_json, write_png)
+from .sheet import Cell, draw_sheet, enlargement
 
 
 def _caption(item_id: str, prompt: Any) -> str:
@@ -30,27 +28,33 @@ class ImageWriter(L.Callback):
       ``images/<id>/iter_<k:04d>.png`` and ``.json`` (the item's fields, iteration, loss, scores);
     - at the end of training (``write_final``): ``final/<id>.png`` and ``.json`` for the best
       iterate of each item (``pl_module.final_outputs``), written by the rank that owns the item;
+      an item that failed (no finite iterate) gets only the ``.json``, with ``"status": "failed"``;
     - ``grid``: ``grid.png`` of all final images in item order (``grid_columns`` per row, default
-      about sqrt(n)), assembled by rank 0 from the PNG files.
+      about sqrt(n)), assembled by rank 0 from the PNG files; images enlarged (nearest neighbour,
+      by a whole factor) until the shorter side is at least ``grid_cell`` pixels, each captioned
+      with its id and score; a failed item is a grey cell marked "failed".
 
     Images also go to every ``WandbLogger`` (``log_image``) and ``TensorBoardLogger`` (``add_image``).
     A file that cannot be written raises.
     """
 
     def __init__(self, every_n_iterations: int = 0, write_final: bool = True, grid: bool = True,
-                 grid_columns: int | None = None):
+                 grid_columns: int | None = None, grid_cell: int = 96):
         super().__init__()
         if not isinstance(every_n_iterations, int) or every_n_iterations < 0:
             raise ValueError(
                 f"every_n_iterations must be an int >= 0 (0: only final images), got {every_n_iterations!r}")
         if grid_columns is not None and (not isinstance(grid_columns, int) or grid_columns < 1):
             raise ValueError(f"grid_columns must be an int >= 1 or None, got {grid_columns!r}")
+        if not isinstance(grid_cell, int) or grid_cell < 1:
+            raise ValueError(f"grid_cell must be an int >= 1 (pixels), got {grid_cell!r}")
         if grid and not write_final:
             raise ValueError("the grid is assembled from the final PNG files: set write_final=True, or grid=False")
         self.every_n_iterations = every_n_iterations
         self.write_final = write_final
         self.grid = grid
         self.grid_columns = grid_columns
+        self.grid_cell = grid_cell
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run_dir(trainer)  # settle the folder now, on every rank together (it may broadcast)
@@ -92,13 +96,16 @@ class ImageWriter(L.Callback):
         for out in final_outputs(pl_module):
             item = out.get("item") or {"id": out["id"]}
             path = root / "final" / f"{out['id']}.png"
-            write_png(path, out["image"])
+            failed = out.get("image") is None
+            if not failed:
+                write_png(path, out["image"])
             write_json(path.with_suffix(".json"), {
-                **item, "loss": out["loss"], "scores": out["scores"], "best_iteration": out["best_iteration"],
-                "iterations": out["iterations"], "stopped_early": out["stopped_early"],
-                "skipped_updates": out["skipped_updates"],
+                **item, "status": out.get("status", "done"), "failure": out.get("failure"), "loss": out["loss"],
+                "scores": out["scores"], "best_iteration": out["best_iteration"], "iterations": out["iterations"],
+                "stopped_early": out["stopped_early"], "skipped_updates": out["skipped_updates"],
             })
-            written.append({"id": out["id"], "prompt": item.get("prompt"), "path": str(path)})
+            written.append({"id": out["id"], "prompt": item.get("prompt"), "path": None if failed else str(path),
+                            "score": out["scores"].get("score")})
         trainer.strategy.barrier("doodl-image-writer")
         records = [r for part in gather(trainer, written) for r in part]
         if trainer.is_global_zero and records:
@@ -108,26 +115,41 @@ class ImageWriter(L.Callback):
         """Rank 0: order the final images as the items, build the grid, log them."""
         order = {it["id"]: k for k, it in enumerate(dataset_items(trainer) or [])}
         records = sorted(records, key=lambda r: (order.get(r["id"], len(order)), r["id"]))
-        missing = [r["path"] for r in records if not Path(r["path"]).is_file()]
+        missing = [r["path"] for r in records if r["path"] is not None and not Path(r["path"]).is_file()]
         if missing:
             raise FileNotFoundError(
                 f"rank 0 cannot see final images written by other ranks, e.g. {missing[:3]}: put the run folder "
                 "(trainer.default_root_dir) on a filesystem that every node shares")
-        grid_path = root / "grid.png"
-        if self.grid:
-            images = [read_png(Path(r["path"])) for r in records]  # (3, H, W) uint8
-            shapes = sorted({tuple(im.shape) for im in images})
-            if len(shapes) > 1:
-                rank_zero_warn(f"final images have different sizes {shapes}: no grid.png written for this run")
-                grid_path = None
-            else:
-                nrow = self.grid_columns or math.ceil(math.sqrt(len(images)))
-                grid = make_grid(torch.stack(images).float() / 255.0, nrow=nrow, padding=GRID_PADDING)
-                write_png(grid_path, grid)
-                for tb in tensorboard_loggers(trainer):
-                    tb.experiment.add_image("grid", grid, global_step=trainer.global_step)
+        grid_path = root / "grid.png" if self.grid else None
+        if grid_path is not None and not self.draw_grid(grid_path, records):
+            grid_path = None
+        if grid_path is not None:
+            for tb in tensorboard_loggers(trainer):
+                tb.experiment.add_image("grid", read_png(grid_path), global_step=trainer.global_step)
+        written = [r for r in records if r["path"] is not None]
         for wb in wandb_loggers(trainer):
-            if self.grid and grid_path is not None:
+            if grid_path is not None:
                 wb.log_image(key="grid", images=[str(grid_path)], caption=[f"{len(records)} items"])
-            wb.log_image(key="final", images=[r["path"] for r in records],
-                         caption=[_caption(r["id"], r["prompt"]) for r in records])
+            if written:
+                wb.log_image(key="final", images=[r["path"] for r in written],
+                             caption=[_caption(r["id"], r["prompt"]) for r in written])
+
+    def draw_grid(self, path: Path, records: list[dict]) -> bool:
+        """Write the labelled grid of ``records`` (in order) to ``path``; False if there is none to draw."""
+        images = {r["id"]: Image.open(r["path"]).convert("RGB") for r in records if r["path"] is not None}
+        sizes = sorted({im.size for im in images.values()})
+        if len(sizes) != 1:
+            if sizes:
+                rank_zero_warn(f"final images have different sizes {sizes}: no grid.png written for this run")
+            return False
+        (w, h), = sizes
+        k = enlargement(w, h, self.grid_cell)
+        cells = [Cell(images.get(r["id"]), [r["id"], "failed" if r["path"] is None else _score(r.get("score"))])
+                 for r in records]
+        columns = self.grid_columns or math.ceil(math.sqrt(len(cells)))
+        write_image(path, draw_sheet(cells, columns, (w * k, h * k), caption_lines=2))
+        return True
+
+
+def _score(score: Any) -> str:
+    return "score -" if score is None else f"score {score:.3f}"

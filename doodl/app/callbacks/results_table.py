@@ -16,12 +16,12 @@ from doodl.app.paths import run_dir
 from .common import dataset_items, final_outputs, gather, jsonable, wandb_loggers, write_text
 from .image_writer import ImageWriter
 
-HEAD = ("id", "prompt", "seed", "loss")
-TAIL = ("best_iteration", "iterations", "stopped_early", "skipped_updates", "image")
+HEAD = ("id", "prompt", "seed", "status", "loss")
+TAIL = ("best_iteration", "iterations", "stopped_early", "skipped_updates", "failure", "image")
 
 
 def columns_for(rows: list[dict]) -> list[str]:
-    """id, prompt, seed, loss, each score (sorted; ``scores.<name>`` if it clashes), then the run's counters."""
+    """id, prompt, seed, status, loss, each score (sorted; ``scores.<name>`` if it clashes), then the run's counters."""
     names = sorted({name for r in rows for name in r["scores"]})
     return [*HEAD, *(score_column(n) for n in names), *TAIL]
 
@@ -39,9 +39,13 @@ def flat(row: dict) -> dict[str, Any]:
 class ResultsTable(L.Callback):
     """At the end of training, write ``<filename>.csv`` and ``<filename>.jsonl`` in the run folder.
 
-    One row per item over all ranks, sorted by id: id, prompt, seed, loss (of the best iterate),
-    each guidance score, best_iteration, iterations, stopped_early, skipped_updates and image (the
-    final PNG relative to the run folder, when an ``ImageWriter`` writes it; else empty). Non-finite
+    One row per item over all ranks, sorted by id: id, prompt, seed, status, loss (of the best
+    iterate), each guidance score (of the image as saved), best_iteration, iterations,
+    stopped_early, skipped_updates, failure and image (the final PNG relative to the run folder,
+    when an ``ImageWriter`` writes it; else empty). ``status`` is "done" (every iteration ran),
+    "stopped_early" (the score reached target_score), "unfinished" (the run ended first) or
+    "failed": no iterate was finite, so there is no result (no loss, scores or image) and
+    ``failure`` says why (e.g. "non-finite loss at every iteration"). Non-finite
     numbers are empty in the CSV and null in the JSONL. A ``WandbLogger`` gets the table as ``results``
     (with the images). The rows are checked against the datamodule's items: a missing, unknown or
     repeated id raises ``RuntimeError`` once the files are written.
@@ -62,11 +66,12 @@ class ResultsTable(L.Callback):
         for out in final_outputs(pl_module):
             item = out.get("item") or {}
             local.append(jsonable({
-                "id": out["id"], "prompt": item.get("prompt"), "seed": item.get("seed"), "loss": out["loss"],
+                "id": out["id"], "prompt": item.get("prompt"), "seed": item.get("seed"),
+                "status": out.get("status", "done"), "loss": out["loss"],
                 "scores": dict(out["scores"]), "best_iteration": out["best_iteration"],
                 "iterations": out["iterations"], "stopped_early": out["stopped_early"],
-                "skipped_updates": out["skipped_updates"],
-                "image": f"final/{out['id']}.png" if writes_images else None,
+                "skipped_updates": out["skipped_updates"], "failure": out.get("failure"),
+                "image": f"final/{out['id']}.png" if writes_images and out.get("image") is not None else None,
             }))
         rows = sorted((r for part in gather(trainer, local) for r in part), key=lambda r: r["id"])
         problems = self.check(rows, dataset_items(trainer))  # the same on every rank: all raise together
