@@ -25,14 +25,24 @@ def pytest_collection_modifyitems(config, items):
 
 @contextmanager
 def one_torch_thread():
-    """One torch thread inside the block: tiny models run faster on one thread than on two on a
-    shared 2-core machine. Fixtures of any scope wrap it: ``with one_torch_thread(): yield``."""
+    """One torch thread inside the block (the whole session runs so: see ``one_thread``); a test
+    that compares runs of one computation bitwise wraps them in it to say that it relies on it."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Every test on one torch thread, whatever ran before it and in whichever order: another
+    thread count sums floats in another order (results differ by rounding), and the tiny models
+    run faster on one thread than on two on a busy 2-core machine (a float64 gradient test took
+    60 s on 2 threads, 1.4 s on 1). Subprocesses get OMP_NUM_THREADS=1 from the tests that start them."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,6 @@ from doodl.guidance import (
 from doodl.models import StableDiffusion
 from doodl.models.tiny import save_tiny_pipeline
 
-from .conftest import one_torch_thread
 from .guidance.conftest import TINY_CLIP_CFG, TinyNet
 
 CLIP_NAME = "doodl-tiny-clip-every-loss"
@@ -41,12 +40,6 @@ STEPS = 4
 CFG = 3.0
 PROMPT = "a red square on a blue field"
 CROP_SEED = 1234
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,8 @@ from doodl.digits import assets, data
 from doodl.digits.guidance import DigitBoldnessLoss, DigitCLIPTextLoss, DigitReferenceLoss, DigitsCLIP
 from doodl.digits.train_guidance import clip_image_embeddings
 
-from ..conftest import one_torch_thread
-
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCES = sorted((ROOT / "configs" / "references").glob("nine_*.png"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from ..conftest import one_torch_thread
-
 TINY_CLIP = "doodl-tiny-clip"
 TINY_CLIP_CFG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="session")

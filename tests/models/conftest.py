@@ -2,19 +2,9 @@
 code path a user's checkpoint takes. No network (tests/conftest.py sets HF_HUB_OFFLINE=1)."""
 
 import pytest
-import torch
 
 from doodl.models import StableDiffusion
 from doodl.models.tiny import save_tiny_pipeline
-
-from ..conftest import one_torch_thread
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    """The tiny models are slower with 2 threads on a busy 2-core machine than with one."""
-    with one_torch_thread():
-        yield
 
 
 def _folder(tmp_path_factory, kind, **kwargs):
