@@ -14,7 +14,8 @@ from .paths import run_dir
 
 class LatentCheckpoint(ModelCheckpoint):
     """``last.ckpt`` (and the newest ``epoch=E-step=S.ckpt``) after every ``every_n_epochs`` epochs (an epoch is one DOODL iteration of
-    every item) or ``every_n_train_steps`` steps, and on SIGTERM (cluster preemption, ``kill``).
+    every item) or ``every_n_train_steps`` steps, and on SIGTERM (cluster preemption, ``kill``) or a first Ctrl-C
+    (``doodl.app.run_guard``: both stop after the current step, so the saved state is whole).
 
     The checkpoint holds no network weights (``DOODL.on_save_checkpoint``), only the items'
     state and the loop's progress: a few hundred KB per item at Stable Diffusion sizes.
@@ -46,4 +47,6 @@ class LatentCheckpoint(ModelCheckpoint):
         if self.save_on_sigterm and isinstance(exception, SIGTERMException) and self.dirpath is not None:
             path = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
             trainer.save_checkpoint(path)
-            trainer.print(f"SIGTERM: saved {path}; resume with --ckpt_path {path}")
+            trainer.print(f"stopped (SIGTERM or Ctrl-C): saved {path}; resume with --ckpt_path {path}")
+        elif isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C: it may land inside a step
+            trainer.print("stopped at once (a second Ctrl-C): the latest checkpoint is the last finished epoch's")

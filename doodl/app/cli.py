@@ -1,83 +1,130 @@
-"""``doodl fit -c config.yaml`` (and ``predict``, ``test``): LightningCLI over DOODL and prompt data.
+"""``doodl fit -c config.yaml`` (and ``predict``, ``test``): the command line of doodl.
 
-Models, losses, loggers and callbacks are injected as ``class_path``/``init_args``. Always
-present, configurable under their own keys: ``checkpoint`` (latent checkpoints for exact resume),
-``image_writer`` (PNGs, grids, W&B images), ``results_table`` (CSV, JSONL, W&B table) and
-``prediction_writer``. A resolved ``config.yaml`` is saved in every run's folder.
+``main`` builds the LightningCLI (``doodl.app.lightning_cli.DOODLCLI``) and raises what it raises,
+for tests and library use. ``console`` is the ``doodl`` command: its own short help before any
+heavy import, user errors as one line ``doodl: error: ...`` with exit status 2 (the parser's own
+form; ``DOODL_TRACEBACK=1`` adds the traceback), 130 after Ctrl-C, 143 after SIGTERM, 1 when an
+item failed. This module imports no heavy library itself.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
 from typing import Any
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from .errors import is_user_error, mark_before_run, one_line
 
-from .callbacks import ImageWriter, ResultsTable
-from .checkpoint import LatentCheckpoint
-from .data import PromptDataModule
-from .module import DOODL
-from .paths import run_dir
-from .prediction_writer import PredictionWriter
-from .strategy import ItemParallelStrategy
+SUBCOMMANDS = ("fit", "predict", "test")
 
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": -1,  # one epoch is one iteration of every item; the module stops when all are done
-    "devices": 1,
-    "use_distributed_sampler": False,  # PromptDataModule shards items itself: no padding, no repeats
-    "num_sanity_val_steps": 0,
-    "default_root_dir": "outputs",
-    "log_every_n_steps": 1,
-    "logger": {"class_path": "doodl.app.loggers.WandbLogger", "init_args": {"project": "doodl", "save_dir": "outputs"}},
-}
+HELP = """\
+usage: doodl {fit,predict,test} [-c CONFIG.yaml] [--section.option VALUE ...]
 
+DOODL: optimize the diffusion latents of every item (prompt x seed) of a prompt file toward a
+guidance loss (Wallace et al., ICCV 2023).
 
-class RunConfig(SaveConfigCallback):
-    """Saves the resolved config as ``config.yaml`` in the run's own folder (never overwriting)."""
+subcommands:
+  fit      optimize the items' latents: RUN/final/*.png, results.csv, checkpoints/last.ckpt
+  predict  the unguided sample or the one-step baseline of the same items (--model.predict_method)
+  test     score the images a run saved (--model.eval_dir RUN/final): RUN/test/results.csv
 
-    def __init__(self, parser: LightningArgumentParser, config: Any, **kwargs: Any) -> None:
-        super().__init__(parser, config, save_to_log_dir=False, **kwargs)
+examples:
+  doodl fit -c configs/digits.yaml
+  doodl fit -c configs/digits.yaml --ckpt_path RUN/checkpoints/last.ckpt   # resume
+  doodl fit -c configs/digits.yaml --print_config                          # the resolved config
+  doodl fit --help                                                         # every option of fit
 
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        run_dir(trainer)  # its first call broadcasts: every rank makes it (save_config runs on rank 0 only)
-        super().setup(trainer, pl_module, stage)
-
-    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        path = run_dir(trainer) / self.config_filename
-        self.parser.save(self.config, str(path), skip_unset=False, overwrite=False, multifile=False)
+The run folder is printed at the start and the end of a run. A user error prints one line
+(DOODL_TRACEBACK=1: with its traceback) and exits with status 2; Ctrl-C stops after the
+current step, saves last.ckpt and exits with status 130.
+"""
 
 
-class DOODLCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(LatentCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ImageWriter, "image_writer")
-        parser.add_lightning_class_args(ResultsTable, "results_table")
-        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+def __getattr__(name: str) -> Any:  # the Lightning classes, imported on first use
+    if name in ("DOODLCLI", "RunConfig", "TRAINER_DEFAULTS"):
+        from . import lightning_cli
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
-        several = str(config.get("devices", 1)) not in ("1", "[0]") or int(config.get("num_nodes") or 1) > 1
-        if config.get("strategy", "auto") == "auto" and several:
-            config["strategy"] = ItemParallelStrategy()  # never DDP's gradient averaging across items
-        return super()._instantiate_trainer(config, callbacks)
+        return getattr(lightning_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def main(args: list[str] | None = None, run: bool = True) -> DOODLCLI:
-    """Entry point of the ``doodl`` command; tests call ``main(["fit", "-c", "tests/conf/x.yaml"])``.
+def main(args: list[str] | None = None, run: bool = True) -> Any:
+    """Build and run the CLI; tests call ``main(["fit", "-c", "tests/conf/x.yaml"])``.
 
-    A run stopped by SIGTERM saves ``last.ckpt`` (``LatentCheckpoint``) and exits with status
-    143 (128 + SIGTERM), so that schedulers see an interrupted job, not a finished one.
+    Exceptions propagate; those raised before the run's first step are marked so that ``console``
+    can tell a user error from a bug (``doodl.app.errors``). A run stopped by SIGTERM saves
+    ``last.ckpt`` and raises ``SystemExit(143)`` (128 + SIGTERM), by Ctrl-C ``SystemExit(130)``,
+    so that schedulers see an interrupted job, not a finished one.
     """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from .data import PromptDataModule
+    from .lightning_cli import TRAINER_DEFAULTS, DOODLCLI, RunConfig
+    from .module import DOODL
+    from .quiet import quiet_warnings
+    from .run_guard import RunGuard
+
+    guard = RunGuard()
     try:
-        return DOODLCLI(
-            DOODL, PromptDataModule, args=args, run=run, trainer_defaults=TRAINER_DEFAULTS,
-            save_config_callback=RunConfig, auto_configure_optimizers=False,
-        )
+        with quiet_warnings():
+            return DOODLCLI(
+                DOODL, PromptDataModule, args=args, run=run, trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [guard]},
+                save_config_callback=RunConfig, auto_configure_optimizers=False,
+            )
     except SIGTERMException as e:
-        raise SystemExit(143) from e
+        raise SystemExit(130 if guard.interrupted else 143) from e
+    except SystemExit as e:
+        if isinstance(e.__context__, KeyboardInterrupt):  # Lightning's own Ctrl-C handling ends in sys.exit(1)
+            raise SystemExit(130) from e
+        raise
+    except BaseException as e:
+        if not guard.started:
+            mark_before_run(e)
+        raise
+
+
+def quick_answer(argv: list[str]) -> tuple[str, int, Any] | None:
+    """What ``doodl`` answers without importing Lightning: (text, exit status, stream), or None."""
+    if not argv:
+        return HELP, 2, sys.stderr
+    if argv[0] in ("-h", "--help"):
+        return HELP, 0, sys.stdout
+    if not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
+        hint = " (it has no validation step)" if argv[0] == "validate" else ""
+        return f"doodl: error: unknown subcommand {argv[0]!r}{hint}: use one of {', '.join(SUBCOMMANDS)} (doodl --help)\n", 2, sys.stderr
+    return None
 
 
 def console(args: list[str] | None = None) -> int:
-    """The ``doodl`` console script: ``main`` with exit status 0 on success (``main`` returns the
-    CLI object, which ``sys.exit`` would print and turn into status 1)."""
-    main(args)
-    return 0
+    """The ``doodl`` console script (and ``python -m doodl``): the exit status of the run."""
+    argv = list(sys.argv[1:] if args is None else args)
+    quick = quick_answer(argv)
+    if quick is not None:
+        text, status, stream = quick
+        stream.write(text)
+        return status
+    try:
+        cli = main(args)  # None: Lightning reads sys.argv itself
+    except KeyboardInterrupt:
+        print("\ndoodl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        if os.environ.get("DOODL_TRACEBACK") == "1":
+            traceback.print_exc()
+        print(one_line(e), file=sys.stderr)
+        return 2
+    return failed_status(cli)
+
+
+def failed_status(cli: Any) -> int:
+    """1 (after saying so) when the module counted failed items (``DOODL.n_failed``) after fit, else 0."""
+    n_failed = int(getattr(getattr(cli, "model", None), "n_failed", 0) or 0)
+    if getattr(cli, "subcommand", None) != "fit" or n_failed <= 0:
+        return 0
+    dm = getattr(cli, "datamodule", None)
+    total = len(getattr(dm, "items", []) or [])
+    print(f"doodl: {n_failed} of {total} items failed (see results.csv)", file=sys.stderr)
+    return 1

@@ -21,9 +21,12 @@ def wandb_api_key_configured() -> bool:
 
 
 class WandbLogger(_WandbLogger):
-    """Lightning's WandbLogger with ``offline=None`` meaning: offline unless an API key is set."""
+    """Lightning's WandbLogger with ``offline=None`` meaning: offline unless an API key is set, and
+    ``save_dir=None`` meaning: the run's ``trainer.default_root_dir`` under ``doodl`` (``outputs`` elsewhere)."""
 
-    def __init__(self, project: str = "doodl", offline: bool | None = None, save_dir: str = "outputs", **kwargs: Any):
+    def __init__(self, project: str = "doodl", offline: bool | None = None, save_dir: str | None = None, **kwargs: Any):
+        if save_dir is None:
+            save_dir = "outputs"
         if offline is None:
             offline = not wandb_api_key_configured() or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
         os.makedirs(save_dir, exist_ok=True)

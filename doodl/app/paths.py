@@ -41,6 +41,18 @@ def run_dir(trainer) -> Path:
     return path
 
 
+def check_log_dir_free(logger) -> None:
+    """Refuse a ``CSVLogger`` or ``TensorBoardLogger`` whose version folder already holds files: it
+    would overwrite (CSV: delete) another run's. Call it before the trainer exists."""
+    if not isinstance(logger, (TensorBoardLogger, CSVLogger)):
+        return
+    folder = Path(logger.log_dir)  # with version None: the next free version, which the run will use
+    if folder.is_dir() and any(folder.iterdir()):
+        raise FileExistsError(
+            f"the logger's folder {folder} already holds another run's files: pick another version "
+            f"(trainer.logger.init_args.version, or leave it unset for the next free one) or remove {folder}")
+
+
 def _run_name(loggers) -> str:
     """The first logger's version (a W&B run id) if it has one, else ``YYYYmmdd-HHMMSS-<pid>``."""
     if loggers:

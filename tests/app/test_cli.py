@@ -1,0 +1,164 @@
+"""The ``doodl`` command: its own help, user errors in one form and early, the run folder, logger
+folders never shared, W&B under the run's root, the progress bar, ``doodl test``'s table."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from doodl.app.cli import console, main
+
+from .test_fit import ROOT, args, pipeline  # noqa: F401 (the session fixture)
+
+
+class Boom(L.Callback):
+    """A bug during training: a ValueError that is not a UserError, raised at the first step."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        raise ValueError("a bug, not the user's")
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.is_file()) if Path(root).exists() else []
+
+
+def test_help_is_doodls_own_without_importing_lightning():
+    code = ("import sys; from doodl.app.cli import console; status = console(['--help']); "
+            "print('lightning loaded' if 'lightning' in sys.modules else 'lightning not loaded', status)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert out.strip().endswith("lightning not loaded 0"), out
+    for sub in ("fit", "predict", "test"):
+        assert f"\n  {sub} " in out
+    assert "validate" not in out
+
+
+def test_bare_and_unknown_subcommands_answer_at_once(capsys):
+    assert console([]) == 2
+    assert "usage: doodl {fit,predict,test}" in capsys.readouterr().err
+    assert console(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("doodl: error: unknown subcommand 'validate'") and "fit, predict, test" in err
+
+
+def test_validate_is_not_a_subcommand_of_the_parser(pipeline, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["validate", *args(pipeline, "/tmp/unused")])
+    assert e.value.code == 2
+
+
+@pytest.mark.parametrize("option,message", [
+    ("--model.mix=1.5", "mix"),
+    ("--model.grad_mode=foo", "grad_mode must be one of"),
+    ("--trainer.max_epochs=1", "trainer.max_epochs=1 is below model.iterations=3"),
+    ("--model.model.init_args.pretrained=/nonexistent/tiny-sd", "/nonexistent/tiny-sd"),
+])
+def test_user_errors_print_one_line_and_exit_2(pipeline, tmp_path, capsys, monkeypatch, option, message):
+    monkeypatch.delenv("DOODL_TRACEBACK", raising=False)
+    assert console(["fit", *args(pipeline, tmp_path), option]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = [line for line in err.splitlines() if line.startswith("doodl: error: ")]
+    assert len(last) == 1 and message in last[0], err[-3000:]
+    monkeypatch.setenv("DOODL_TRACEBACK", "1")
+    assert console(["fit", *args(pipeline, tmp_path), option]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "doodl: error: " in err
+
+
+def test_main_keeps_raising_and_bugs_keep_their_traceback(pipeline, tmp_path):
+    with pytest.raises(ValueError, match="grad_mode"):
+        main(["fit", *args(pipeline, tmp_path), "--model.grad_mode=foo"])
+    # a ValueError during training is a bug, not a user error: console lets it through
+    with pytest.raises(ValueError, match="a bug, not the user's"):
+        console(["fit", *args(pipeline, tmp_path), "--trainer.callbacks+=tests.app.test_cli.Boom"])
+
+
+def test_prompt_file_errors_come_before_any_model_loads(tmp_path, capsys):
+    """Every bad row is listed although the pipeline folder does not exist: the file is read first;
+    and nothing is written (no run folder, no logger folder)."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"seed": 3}\n{"prompt": "x", "seed": -1}\n')
+    root = tmp_path / "root"
+    assert console(["fit", *args("/nonexistent/pipeline", root), f"--data.path={bad}", "--data.prompts=null"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2" in err and f"{bad}:3" in err and "/nonexistent/pipeline" not in err
+    assert files_under(root) == [] and not root.exists()
+
+
+def test_items_the_loss_cannot_run_leave_no_run_folder(pipeline, tmp_path, monkeypatch):
+    """An item check that fails after the models are built still comes before the trainer: no run
+    folder, no logger folder, no checkpoint."""
+    from doodl.app.data import PromptDataModule
+
+    def refuse(self, guidance):
+        raise ValueError("p.jsonl:2: target_class 12 is not in [0, 10)")
+
+    monkeypatch.setattr(PromptDataModule, "check_against", refuse)
+    root = tmp_path / "root"
+    with pytest.raises(ValueError, match="target_class 12"):
+        main(["fit", *args(pipeline, root)])
+    assert files_under(root) == []
+
+
+def test_a_fixed_logger_version_never_takes_another_runs_folder(pipeline, tmp_path):
+    fixed = ("--trainer.logger.init_args.version=mine", "--model.iterations=1")
+    cli = main(["fit", *args(pipeline, tmp_path, *fixed)])
+    metrics = Path(cli.trainer.log_dir) / "metrics.csv"
+    before = metrics.read_bytes()
+    with pytest.raises(FileExistsError, match="pick another version"):
+        main(["fit", *args(pipeline, tmp_path, *fixed)])
+    assert metrics.read_bytes() == before
+
+
+def test_run_folder_progress_bar_and_test_table(pipeline, tmp_path, capsys):
+    cli = main(["fit", *args(pipeline, tmp_path, "--model.iterations=2", "--trainer.enable_progress_bar=true")])
+    run = Path(cli.trainer.log_dir)
+    out = capsys.readouterr().out
+    assert out.count(f"doodl: run folder: {run}") == 2  # at the start and at the end
+    from doodl.app.progress import IterationBar
+
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, IterationBar) and bar.train_progress_bar.desc.startswith("iteration 2/2")
+
+    test = main(["test", *args(pipeline, tmp_path), f"--model.eval_dir={run / 'final'}"])
+    table = Path(test.trainer.log_dir) / "test" / "results.csv"
+    rows = list(csv.DictReader(table.open()))
+    ids = sorted(it["id"] for it in cli.datamodule.items)
+    assert [r["id"] for r in rows] == ids  # full ids, every item
+    metrics = test.trainer.callback_metrics
+    for r in rows:
+        assert float(r["score"]) == pytest.approx(float(metrics[f"test/items/{r['id']}/score"]), rel=1e-6)
+        assert r["prompt"] and r["seed"] == "0"
+
+
+def test_wandb_writes_under_the_runs_root(pipeline, tmp_path, monkeypatch):
+    """The default logger (doodl's WandbLogger, offline here) saves under trainer.default_root_dir."""
+    import yaml
+
+    conf = yaml.safe_load((ROOT / "tests" / "conf" / "tiny.yaml").read_text())
+    del conf["trainer"]["logger"]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(conf))
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "elsewhere"
+    cli = main(["fit", "-c", str(tmp_path / "c.yaml"), f"--model.model.init_args.pretrained={pipeline}",
+                f"--trainer.default_root_dir={root}", "--model.iterations=1"])
+    assert Path(cli.trainer.logger.save_dir) == root
+    assert (root / "wandb").is_dir() and not (tmp_path / "outputs").exists()
+
+
+def test_failed_items_make_the_status_1(pipeline, tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "ok"}\n{"prompt": "bad", "poison": true}\n')
+    status = console(["fit", *args(pipeline, tmp_path, f"--data.path={prompts}", "--data.prompts=null",
+                                   "--model.iterations=1")])
+    assert status == 1
+    assert "doodl: 1 of 2 items failed (see results.csv)" in capsys.readouterr().err
