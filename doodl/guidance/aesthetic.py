@@ -13,13 +13,15 @@ Heads, loaded from a local state dict (torch or safetensors):
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 from typing import Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from .base import GuidanceLoss, Items, check_images, per_item
+from .base import GuidanceLoss, Items, check_images, missing_key, per_item
 from .clip_model import OpenCLIP
 from .cutouts import Cutouts
 
@@ -49,15 +51,29 @@ class AestheticMLP(nn.Module):
 
 
 def load_state_dict_file(path: str | os.PathLike, what: str, how: str) -> dict[str, Tensor]:
-    """A local torch (.pt/.pth/.bin) or safetensors file -> state dict; FileNotFoundError names it."""
+    """A local torch (.pt/.pth/.bin) or safetensors file -> state dict; errors name the file.
+
+    Torch files are read with ``weights_only=True``: tensors and plain containers only, never the
+    code a pickle can carry."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} weights file {path!r} not found: {how}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+        kind = "is a directory" if os.path.isdir(path) else "not found"
+        raise FileNotFoundError(f"{what} weights file {path!r} {kind}: {how}")
+    safetensors = path.endswith(".safetensors")
+    try:
+        if safetensors:
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors' SafetensorError, pickle's UnpicklingError, RuntimeError, EOFError, ...
+        kind = "a safetensors file" if safetensors else "a torch state dict (torch.save(module.state_dict()))"
+        if isinstance(err, pickle.UnpicklingError):  # what weights_only refuses, or not a torch.save file at all
+            reason = "it is corrupt, or holds objects other than tensors (not loaded: a pickle can run code)"
+        else:
+            reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"
+        raise ValueError(f"{what} weights file {path!r} could not be read as {kind}: {reason}; {how}") from err
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path!r} is not a state dict of tensors ({what}): save it with torch.save(module.state_dict())")
     return state
@@ -145,6 +161,22 @@ class AestheticLoss(GuidanceLoss):
     def score_direction(self) -> str | None:
         """Higher is better when maximizing; in 'target' mode the score has no better direction."""
         return "max" if self.mode == "maximize" else None
+
+    @property
+    def item_keys(self) -> tuple[str, ...]:
+        return ("target_score",) if self.mode == "target" and self.target_score is None else ()
+
+    def check_item(self, item) -> list[str]:
+        """In 'target' mode without a fixed target: the item's ``target_score``, a finite number."""
+        if not self.item_keys:
+            return []
+        missing = missing_key("target_score", item)
+        if missing:
+            return [missing]
+        v = item["target_score"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return [f"target_score must be a finite number, got {v!r}"]
+        return []
 
     def aesthetic(self, images: Tensor, items: Items | None = None, fixed: bool = False) -> Tensor:
         """(B, n) clipped scores of every crop (n = 1: the whole image); fresh crops from the items'

@@ -9,7 +9,9 @@
 an item's optional "generator" (a ``torch.Generator``) draws that image's random crops, so an
 image's crops do not depend on the batch it is in (the app gives each item its own stream).
 A loss built with a fixed target uses it; otherwise it reads its key from the items and raises
-a ``ValueError`` naming the key when neither is there. All weights are frozen at construction
+a ``ValueError`` naming the key when neither is there. Before a run, ``loss.item_keys`` (the item
+keys it reads) and ``loss.check_item(item)`` (what is wrong with an item for this loss, as
+messages) let the app check every item at once. All weights are frozen at construction
 (``requires_grad_(False)``, eval mode, and ``train()`` keeps them in eval mode): gradients flow
 only to the images.
 """
@@ -32,6 +34,7 @@ class GuidanceLoss(nn.Module):
     """
 
     score_direction: str | None = "min"  # which way ``score`` improves: "max", "min" or None (neither)
+    item_keys: tuple[str, ...] = ()  # the item keys this loss reads (subclasses: a property when a fixed value replaces one)
 
     def __init__(self, weight: float = 1.0):
         super().__init__()
@@ -44,6 +47,11 @@ class GuidanceLoss(nn.Module):
     def score(self, images: Tensor, items: Items | None = None) -> Tensor:
         """Logging score of each image, (B,). The default is the loss itself (lower is better)."""
         return self(images, items).detach()
+
+    def check_item(self, item: Mapping[str, Any]) -> list[str]:
+        """What is wrong with ``item`` for this loss (missing or out-of-range keys), one message each;
+        empty when it can run. Checked for every item before a run starts; the default: nothing."""
+        return []
 
     def freeze_(self) -> "GuidanceLoss":
         """Freeze every weight and switch to eval mode; subclasses call this at the end of ``__init__``."""
@@ -62,6 +70,13 @@ def check_images(images: Tensor) -> None:
         raise ValueError(f"images must be a (B, 3, H, W) tensor in [0, 1], got {shape}")
     if not images.is_floating_point():
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+
+
+def missing_key(key: str, item: Mapping[str, Any]) -> str | None:
+    """The ``check_item`` message for an item without ``key`` (None when it has one)."""
+    if item.get(key) is None:
+        return f"no {key!r}: give the item a {key!r}, or set a fixed {key} on the loss"
+    return None
 
 
 def per_item(key: str, fixed: Any, items: Items | None, batch: int) -> list[Any]:

@@ -4,7 +4,8 @@
     loss    = weight * CE(classifier(x), target)  (mean over crops when cutouts are on)
     score   = softmax(classifier(x))[target]      (whole image)
 The classifier is any ``nn.Module``, a TorchScript or torch.export (.pt2) file, or 'timm:<name>' / 'torchvision:<name>'
-built without downloads and loaded from a local state dict file.
+built without downloads and loaded from a local state dict file (tensors only: ``weights_only``).
+TorchScript and .pt2 files carry code: only use files you trust.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .aesthetic import load_state_dict_file
-from .base import GuidanceLoss, Items, check_images, per_item
+from .base import GuidanceLoss, Items, check_images, missing_key, per_item
 from .cutouts import Cutouts, _pair
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,16 +66,26 @@ def build_classifier(model: nn.Module | str, weights: str | None = None, num_cla
             raise FileNotFoundError(f"classifier file {path!r} not found: {_HOW}")
         if weights is not None:
             raise ValueError(f"weights is for models built by name or given as modules; {path!r} is loaded as TorchScript")
-        if path.endswith(".pt2"):
-            return _Exported(torch.export.load(path).module())
-        try:
-            return torch.jit.load(path, map_location="cpu")
-        except (RuntimeError, ValueError) as err:
-            raise ValueError(f"{path!r} is not a TorchScript archive ({err.__class__.__name__}); {_HOW}") from err
+        return _load_program(path)
     if weights is not None:
         state = load_state_dict_file(weights, "classifier", _HOW)
         net.load_state_dict(state, strict=True)
     return net
+
+
+def _load_program(path: str) -> nn.Module:
+    """A TorchScript file, or a torch.export ``.pt2`` file, as a module. Both carry a program, not
+    only weights: this loads code: only use files you trust."""
+    if path.endswith(".pt2"):
+        try:
+            return _Exported(torch.export.load(path).module())
+        except Exception as err:  # torch raises RuntimeError, ValueError, zipfile/pickle errors, ...
+            raise ValueError(f"classifier file {path!r} is not a torch.export .pt2 archive "
+                             f"({type(err).__name__}: {err}); {_HOW}") from err
+    try:
+        return torch.jit.load(path, map_location="cpu")
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"classifier file {path!r} is not a TorchScript archive ({type(err).__name__}); {_HOW}") from err
 
 
 class _Exported(nn.Module):
@@ -103,7 +114,8 @@ class ClassifierLoss(GuidanceLoss):
     """Cross-entropy of a frozen classifier toward a target class.
 
     Args:
-        model: an ``nn.Module``, a TorchScript or torch.export ``.pt2`` file path, or 'timm:<name>' / 'torchvision:<name>'.
+        model: an ``nn.Module``, a TorchScript or torch.export ``.pt2`` file path (these load code: only use
+            files you trust), or 'timm:<name>' / 'torchvision:<name>'.
         weights: local state dict file (.pth / .pt / .safetensors) loaded strictly into ``model``.
         num_classes: classes of a model built by name (its head size); default: the library's.
         target_class: a fixed class index; None reads ``items[i]["target_class"]``.
@@ -144,6 +156,40 @@ class ClassifierLoss(GuidanceLoss):
         self.register_buffer("mean", torch.tensor(mean, **as_buffer).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, **as_buffer).view(1, 3, 1, 1), persistent=False)
         self.freeze_()
+
+    @property
+    def item_keys(self) -> tuple[str, ...]:
+        return () if self.target_class is not None else ("target_class",)
+
+    def classes(self) -> int | None:
+        """The number of classes: ``num_classes`` (given, or the model's attribute), else the size of
+        the logits of one forward of a zeros image at ``input_size`` (None without an input size)."""
+        if self.num_classes is None and self.input_size is not None and not hasattr(self, "_probed"):
+            param = next(self.model.parameters(), None)
+            zeros = torch.zeros(1, 3, *self.input_size, dtype=param.dtype if param is not None else torch.float32,
+                                device=param.device if param is not None else "cpu")
+            try:
+                with torch.no_grad():
+                    out = self.model(zeros)
+                self._probed = out.shape[-1] if isinstance(out, Tensor) and out.dim() == 2 else None
+            except Exception:  # the model's own error comes with the first real step, in full
+                self._probed = None
+        return self.num_classes if self.num_classes is not None else getattr(self, "_probed", None)
+
+    def check_item(self, item) -> list[str]:
+        """The item's ``target_class``, unless fixed: present, an integer, in the classifier's range."""
+        if self.target_class is not None:
+            return []
+        missing = missing_key("target_class", item)
+        if missing:
+            return [missing]
+        index = item["target_class"]
+        if isinstance(index, bool) or not isinstance(index, int):
+            return [f"target_class must be an integer class index, got {index!r}"]
+        n = self.classes()
+        if n is not None and not 0 <= index < n:
+            return [f"target_class {index} is out of range for a {n}-class classifier (0-{n - 1})"]
+        return []
 
     def _check_class(self, index, num_classes: int | None = None) -> int:
         num_classes = num_classes if num_classes is not None else self.num_classes

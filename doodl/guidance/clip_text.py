@@ -114,6 +114,10 @@ class CLIPTextLoss(CLIPEmbeddingLoss):
         self._text_cache: dict[str, Tensor] = {}
         self.freeze_()
 
+    @property
+    def item_keys(self) -> tuple[str, ...]:
+        return () if self.prompt is not None else ("prompt",)
+
     def targets(self, items: Items | None, batch: int) -> Tensor:
         prompts = per_item("prompt", self.prompt, items, batch)
         missing = sorted({p for p in prompts if p not in self._text_cache})

@@ -65,6 +65,15 @@ class CompositeLoss(GuidanceLoss):
             total = total + w * _check_per_sample(loss(images, items), images.shape[0], f"loss {name!r}")
         return self.weight * total
 
+    @property
+    def item_keys(self) -> tuple[str, ...]:
+        """Every key any of the losses reads."""
+        return tuple(dict.fromkeys(k for loss in self.losses for k in loss.item_keys))
+
+    def check_item(self, item) -> list[str]:
+        """Every component's problems with ``item``, each named by its loss."""
+        return [f"{name}: {p}" for name, loss in zip(self.names, self.losses) for p in loss.check_item(item)]
+
     @torch.no_grad()
     def scores(self, images: Tensor, items: Items | None = None) -> dict[str, Tensor]:
         """Each component's own logging score, by name."""
@@ -91,10 +100,16 @@ class CallableLoss(GuidanceLoss):
         fn: the callable, or its import path ('package.module:function') for configs.
         weight: scale of the loss.
         name: shown in repr.
+        item_keys: the item keys ``fn`` reads (each must be in every item; the app checks them
+            before a run and does not warn about those columns).
     """
 
-    def __init__(self, fn: LossFn | str, weight: float = 1.0, name: str | None = None):
+    def __init__(self, fn: LossFn | str, weight: float = 1.0, name: str | None = None,
+                 item_keys: Sequence[str] = ()):
         super().__init__(weight)
+        if isinstance(item_keys, str) or not all(isinstance(k, str) for k in item_keys):
+            raise ValueError(f"item_keys must be a list of key names, got {item_keys!r}")
+        self.item_keys = tuple(item_keys)
         if isinstance(fn, str):
             fn = _import_callable(fn)
         if not callable(fn):
@@ -104,6 +119,10 @@ class CallableLoss(GuidanceLoss):
         if isinstance(fn, nn.Module):
             fn.requires_grad_(False)
         self.freeze_()
+
+    def check_item(self, item) -> list[str]:
+        return [f"no {k!r}: the callable loss {self.name!r} reads it from every item"
+                for k in self.item_keys if item.get(k) is None]
 
     def forward(self, images: Tensor, items: Items | None = None) -> Tensor:
         check_images(images)

@@ -14,7 +14,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-from .base import Items, per_item
+from .base import Items, missing_key, per_item
 from .clip_model import OpenCLIP
 from .clip_text import CLIPEmbeddingLoss, Reduction
 
@@ -79,6 +79,32 @@ class ImageSimilarityLoss(CLIPEmbeddingLoss):
         if reference_images is not None:
             self.fixed_target = self.reference_embedding(reference_images)
         self.freeze_()
+
+    @property
+    def item_keys(self) -> tuple[str, ...]:
+        return () if self.fixed_target is not None else ("reference_images",)
+
+    def check_item(self, item) -> list[str]:
+        """The item's ``reference_images``, unless fixed: present, and every file there and decoding."""
+        if self.fixed_target is not None:
+            return []
+        missing = missing_key("reference_images", item)
+        if missing:
+            return [missing]
+        try:
+            refs = _as_image_list(item["reference_images"])
+        except (ValueError, TypeError) as err:
+            return [str(err)]
+        problems = []
+        for ref in refs:
+            if isinstance(ref, (str, os.PathLike)):
+                try:
+                    load_image(ref)
+                except (FileNotFoundError, ValueError) as err:
+                    problems.append(str(err))
+            elif not isinstance(ref, Tensor) or ref.dim() != 3 or ref.shape[0] != 3:
+                problems.append(f"a reference image must be a path or a (3, H, W) tensor, got {type(ref).__name__}")
+        return problems
 
     def reference_embedding(self, refs: Reference | Sequence[Reference]) -> Tensor:
         """(D,) renormalized mean of the references' unit-norm embeddings (paths cached)."""

@@ -13,6 +13,7 @@ class MeanColorLoss(GuidanceLoss):
     "poison": true gets a NaN loss (to test that one item's failure leaves the others alone)."""
 
     score_direction = "max"  # minus the squared distance of the whole image's mean colour
+    item_keys = ("poison",)  # the test column that makes an item fail
 
     def __init__(self, target: tuple[float, float, float] = (1.0, 0.0, 0.0), crop: int = 8, weight: float = 1.0):
         super().__init__(weight)
