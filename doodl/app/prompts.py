@@ -1,9 +1,10 @@
 """Prompt datasets: a prompt file (or a list of prompts) times seeds, as a list of items.
 
 An item is a plain dict ``{"id", "row", "prompt", "seed", ...}``; every other column of the
-row (target_class, reference_images, weight, target_score, image, negative_prompt, ...) is
-passed through. The whole file is validated before anything runs: every bad row is reported
-as ``file:line: problem`` in one ``ValueError``.
+row (target_class, reference_images, weight, target_score, image, ...) is passed through. The
+whole file is validated before anything runs: every bad row is reported as ``file:line: problem``
+in one ``ValueError``, and every image a row names must decode. Columns that neither doodl nor
+the guidance loss reads, and repeated rows, are found by ``doodl.app.item_checks``.
 
 Formats:
     .txt    one prompt a line; blank lines and lines starting with '#' are skipped.
@@ -83,6 +84,21 @@ def _csv_cell(key: str, text: str) -> Any:
     return text
 
 
+def image_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` is not a usable image (missing, or does not decode), or None: the whole file is
+    decoded (PIL ``load``), so a truncated file is caught here and not at its item's first step."""
+    from PIL import Image
+
+    if not path.is_file():
+        return f"{what} {path} {'is a directory' if path.is_dir() else 'does not exist'}"
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ... for broken files
+        return f"{what} {path} does not decode ({type(err).__name__}: {err})"
+    return None
+
+
 def _check_row(raw: dict[str, Any], base_dir: Path, default_seeds: Sequence[int]) -> tuple[dict, list[int], list[str]]:
     """Validate one row; return (fields to keep, its seeds, problems)."""
     problems: list[str] = []
@@ -137,7 +153,7 @@ def _check_row(raw: dict[str, Any], base_dir: Path, default_seeds: Sequence[int]
             problems.append(f"'reference_images' must be a non-empty list of paths, got {v!r}")
         else:
             resolved = [base_dir / p for p in v]
-            problems += [f"reference image {p} does not exist" for p in resolved if not p.is_file()]
+            problems += [p for p in (image_problem(r, "reference image") for r in resolved) if p]
             row["reference_images"] = [str(p) for p in resolved]
     if "image" in row:
         v = row["image"]
@@ -145,8 +161,9 @@ def _check_row(raw: dict[str, Any], base_dir: Path, default_seeds: Sequence[int]
             problems.append(f"'image' must be a path, got {v!r}")
         else:
             p = base_dir / v
-            if not p.is_file():
-                problems.append(f"image {p} does not exist")
+            problem = image_problem(p, "image")
+            if problem:
+                problems.append(problem)
             row["image"] = str(p)
     if "id" in row:
         v = row.pop("id")
@@ -248,6 +265,8 @@ def read_items(path: str | Path, seeds: Sequence[int] = (0,)) -> list[dict]:
     """Read and validate a prompt file; its items, prompts times seeds, in file order."""
     seeds = _check_seeds_arg(seeds)
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"prompt file {path} is a directory: give a .txt, .jsonl or .csv file")
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist: give an existing .txt, .jsonl or .csv file")
     ext = path.suffix.lower()

@@ -26,8 +26,8 @@ def load_image(path: str | Path, height: int, width: int) -> Tensor:
             if im.size != (width, height):
                 im = im.resize((width, height), Image.Resampling.BICUBIC)
             arr = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read image {path}: it does not decode ({type(e).__name__}: {e})") from e
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 

@@ -24,6 +24,7 @@ DTYPES = {
     "float64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
 }
 _WEIGHT_FOLDERS = ("unet", "vae", "text_encoder", "text_encoder_2")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _FOLDER_HELP = (
     "a diffusers-format Stable Diffusion folder holds model_index.json, unet/, vae/, scheduler/, "
     "text_encoder/ and tokenizer/ (SDXL adds text_encoder_2/ and tokenizer_2/); write one with "
@@ -200,6 +201,7 @@ def load_pipeline(
     does: SDXL's VAE overflows in float16).
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from safetensors import SafetensorError
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
@@ -225,10 +227,18 @@ def load_pipeline(
     def read(cls, sub, **kwargs):
         try:
             return cls.from_pretrained(folder, subfolder=sub, **kwargs)
-        except OSError as err:  # weights file missing or unreadable
-            raise FileNotFoundError(
-                f"could not load {sub}/ of {folder} (variant={variant!r}): {str(err).rstrip('.')}. It needs its config and "
-                f"weights (diffusion_pytorch_model[.variant].safetensors or model[.variant].safetensors)"
+        except (OSError, RuntimeError, ValueError, SafetensorError) as err:  # weights file missing or unreadable
+            weights = sorted(p.name for p in (folder / sub).iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+            if isinstance(err, OSError) and not weights:
+                raise FileNotFoundError(
+                    f"could not load {sub}/ of {folder} (variant={variant!r}): {str(err).rstrip('.')}. It needs its "
+                    f"config and weights (diffusion_pytorch_model[.variant].safetensors or model[.variant].safetensors)"
+                ) from err
+            reason = (str(err).strip().splitlines() or [""])[0][:300].rstrip(".")
+            raise ValueError(
+                f"could not load {sub}/ of {folder} (variant={variant!r}) from {', '.join(weights) or 'its files'}: "
+                f"{type(err).__name__}: {reason}. A weights file may be truncated or corrupt: download the model "
+                f"again or re-export the folder with save_pretrained"
             ) from err
 
     if vae_dtype is None:

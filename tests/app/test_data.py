@@ -20,6 +20,14 @@ def write(tmp_path, name, text):
     return p
 
 
+def png(path, size=4):
+    """A small valid RGB PNG (prompt files' images must decode)."""
+    from PIL import Image
+
+    Image.new("RGB", (size, size), (10, 200, 30)).save(path)
+    return path
+
+
 def jsonl(tmp_path, rows, name="p.jsonl"):
     return write(tmp_path, name, "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
 
@@ -52,7 +60,7 @@ def test_ids_are_safe_truncated_stable_and_unique(tmp_path):
 def test_jsonl_all_fields(tmp_path):
     (tmp_path / "refs").mkdir()
     for name in ("a.png", "b.png", "edit.png"):
-        (tmp_path / "refs" / name).write_bytes(b"x")
+        png(tmp_path / "refs" / name)
     p = jsonl(tmp_path, [
         {"prompt": "a cat", "seed": 5, "target_class": 3, "weight": 2, "target_score": 0.3,
          "negative_prompt": "blurry", "extra": {"k": [1, 2]}},
@@ -74,7 +82,7 @@ def test_jsonl_all_fields(tmp_path):
 
 
 def test_csv_quoting_multiline_typed_and_passthrough_columns(tmp_path):
-    (tmp_path / "r.png").write_bytes(b"x")
+    png(tmp_path / "r.png")
     text = (
         "\ufeffprompt,seeds,target_class,weight,reference_images,style\n"
         '"a cat, on a mat",1;2,4,0.5,r.png,oil\n'
