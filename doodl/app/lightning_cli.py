@@ -15,6 +15,7 @@ the checkpoint's (``doodl.app.resume``).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import yaml
@@ -24,6 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from . import prompts
 from .callbacks import ImageWriter, ResultsTable
 from .checkpoint import LatentCheckpoint
+from .config_paths import resolve_config_paths
 from .paths import check_log_dir_free, run_dir
 from .prediction_writer import PredictionWriter
 from .progress import IterationBar
@@ -78,6 +80,10 @@ class DOODLCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(TestTable, "test_table")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._argv = [str(a) for a in (sys.argv[1:] if args is None else args)] if not hasattr(args, "items") else []
+        super().parse_arguments(parser, args)
+
     def _parse_ckpt_path(self) -> None:
         """Keep this run's model settings (Lightning's CLI would replace them by the checkpoint's)
         and refuse those that differ from the checkpoint's (``doodl.app.resume``)."""
@@ -92,6 +98,7 @@ class DOODLCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        resolve_config_paths(cfg, getattr(self, "_argv", []))  # a config's relative paths: from its folder
         # the prompt file first: every bad row is listed before any model loads
         data = cfg.get("data")
         if data is not None and data.get("path") is not None:
