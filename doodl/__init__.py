@@ -4,11 +4,30 @@ Public API: ``EDICTSampler``, ``sample_with_grad``, ``DOODLOptimizer``, ``one_st
 the Lightning application is ``doodl.app`` (``DOODL``, ``PromptDataModule``, ``main``), the
 Stable Diffusion backend ``doodl.models.StableDiffusion``, the losses ``doodl.guidance``.
 Importing doodl has no side effects: no model is loaded and no global torch setting is changed.
+The names are imported on first use, so ``import doodl`` (and ``doodl --help``) does not load torch.
 """
 
-from .core import EDICTSampler, sample_with_grad
-from .core.onestep import one_step_guided_sample
-from .core.update import DOODLOptimizer
+from __future__ import annotations
 
-__all__ = ["DOODLOptimizer", "EDICTSampler", "one_step_guided_sample", "sample_with_grad"]
+from importlib import import_module
+from typing import Any
+
+_PUBLIC = {
+    "DOODLOptimizer": "doodl.core.update",
+    "EDICTSampler": "doodl.core",
+    "one_step_guided_sample": "doodl.core.onestep",
+    "sample_with_grad": "doodl.core",
+}
+
+__all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
