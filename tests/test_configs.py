@@ -49,7 +49,7 @@ def test_configs_are_found():
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_config_parses(cfg, capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)  # data paths in the configs are relative to the repository root
+    monkeypatch.chdir(ROOT.parent)  # a config's data path is relative to its own folder, not the working one
     printed = print_config(stack(cfg), capsys)
     raw = load(cfg)
     # what the config sets is what the CLI resolved (the last config wins)
@@ -64,7 +64,8 @@ def test_config_parses(cfg, capsys, monkeypatch):
         assert printed["model"]["guidance"]["class_path"] == load(BASE)["model"]["guidance"]["class_path"]
     data = printed["data"]
     if data.get("path"):
-        items = read_items(data["path"], data.get("seeds") or [0])  # every row valid, images exist
+        source = [c for c in stack(cfg) if (load(c).get("data") or {}).get("path")][-1]  # the config that set it
+        items = read_items(source.parent / data["path"], data.get("seeds") or [0])  # every row valid, images exist
         assert items and all(it["prompt"].strip() for it in items)
         for it in items:
             for image in [it.get("image"), *(it.get("reference_images") or [])]:
