@@ -18,6 +18,7 @@ from doodl.guidance import CallableLoss, ClassifierLoss, CompositeLoss
 from ..guidance.conftest import TinyNet
 from .fakes import MeanColorLoss
 from .test_data import jsonl, png, write
+from .test_fit import args, pipeline  # noqa: F401 (the tiny pipeline fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,3 +203,14 @@ def test_pipeline_with_a_corrupt_weights_file_names_it(tmp_path, sub, name):
     with pytest.raises(ValueError, match=re.escape(f"could not load {sub}/ of {folder} (variant=None) from {name}: ")
                        + r"(SafetensorError|OSError): .*[^.]\. A weights file may be truncated or corrupt"):
         StableDiffusion(folder, device="cpu")
+
+
+def test_cli_strict_refuses_a_misspelt_column_before_the_run_starts(pipeline, tmp_path):
+    from doodl.app.cli import main
+
+    p = jsonl(tmp_path, [{"prompt": "a red square", "weigth": 5.0}])
+    root = tmp_path / "root"
+    with pytest.raises(ValueError, match=re.escape(f"{p}:1: column 'weigth'") + ".*did you mean 'weight'"):
+        main(["fit", *args(pipeline, root, f"--data.path={p}", "--data.prompts=null", "--data.strict", "true",
+                           "--model.iterations=1")])
+    assert not root.exists() or not any(f.is_file() for f in root.rglob("*"))  # no run folder, logger or checkpoint
