@@ -114,6 +114,9 @@ class DOODLCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """The checks that need the built model and items, before the trainer, run folder or W&B run exist."""
         self.check_items()
+        check_epochs = getattr(self.model, "check_max_epochs", None)  # DOODL: one epoch is one iteration
+        if self.subcommand == "fit" and callable(check_epochs):
+            check_epochs(self._get(self.config_init, "trainer", default={}).get("max_epochs"))
         if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
             loggers = self._get(self.config_init, "trainer", default={}).get("logger")
             for logger in loggers if isinstance(loggers, list) else [loggers]:

@@ -29,5 +29,11 @@ class WandbLogger(_WandbLogger):
             save_dir = "outputs"
         if offline is None:
             offline = not wandb_api_key_configured() or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
-        os.makedirs(save_dir, exist_ok=True)
         super().__init__(project=project, offline=offline, save_dir=save_dir, **kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        """The W&B run, started on first use; its folder is made then (a run refused before it starts leaves none)."""
+        if self.save_dir is not None:
+            os.makedirs(self.save_dir, exist_ok=True)
+        return super().experiment

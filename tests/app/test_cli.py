@@ -124,6 +124,7 @@ def test_run_folder_progress_bar_and_test_table(pipeline, tmp_path, capsys):
     run = Path(cli.trainer.log_dir)
     out = capsys.readouterr().out
     assert out.count(f"doodl: run folder: {run}") == 2  # at the start and at the end
+    assert "doodl: 3 items: " in out  # the module's summary, printed after the bar closed, is not lost
     from doodl.app.progress import IterationBar
 
     bar = cli.trainer.progress_bar_callback
@@ -140,19 +141,39 @@ def test_run_folder_progress_bar_and_test_table(pipeline, tmp_path, capsys):
         assert r["prompt"] and r["seed"] == "0"
 
 
-def test_wandb_writes_under_the_runs_root(pipeline, tmp_path, monkeypatch):
-    """The default logger (doodl's WandbLogger, offline here) saves under trainer.default_root_dir."""
+def default_logger_config(folder: Path) -> Path:
+    """tests/conf/tiny.yaml with the default logger (doodl's WandbLogger; offline in the tests)."""
     import yaml
 
     conf = yaml.safe_load((ROOT / "tests" / "conf" / "tiny.yaml").read_text())
     del conf["trainer"]["logger"]
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(conf))
+    (folder / "c.yaml").write_text(yaml.safe_dump(conf))
+    return folder / "c.yaml"
+
+
+def test_wandb_writes_under_the_runs_root(pipeline, tmp_path, monkeypatch):
+    """The default logger saves under trainer.default_root_dir, not ./outputs."""
+    conf = default_logger_config(tmp_path)
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "elsewhere"
-    cli = main(["fit", "-c", str(tmp_path / "c.yaml"), f"--model.model.init_args.pretrained={pipeline}",
+    cli = main(["fit", "-c", str(conf), f"--model.model.init_args.pretrained={pipeline}",
                 f"--trainer.default_root_dir={root}", "--model.iterations=1"])
     assert Path(cli.trainer.logger.save_dir) == root
     assert (root / "wandb").is_dir() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("option,error", [
+    ("--model.guidance_scale=-1.0", ValueError),  # refused by the module: built before the trainer
+    ("--model.model.init_args.pretrained=/nonexistent/pipe", FileNotFoundError),
+])
+def test_a_refused_run_leaves_no_folder_and_no_wandb_run(pipeline, tmp_path, monkeypatch, option, error):
+    conf = default_logger_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "root"
+    with pytest.raises(error):
+        main(["fit", "-c", str(conf), f"--model.model.init_args.pretrained={pipeline}",
+              f"--trainer.default_root_dir={root}", option])
+    assert not root.exists() and not (tmp_path / "outputs").exists()
 
 
 def test_failed_items_make_the_status_1(pipeline, tmp_path, capsys):
