@@ -114,6 +114,7 @@ class DOODLCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """The checks that need the built model and items, before the trainer, run folder or W&B run exist."""
         self.check_items()
+        self.check_image_size()
         check_epochs = getattr(self.model, "check_max_epochs", None)  # DOODL: one epoch is one iteration
         if self.subcommand == "fit" and callable(check_epochs):
             check_epochs(self._get(self.config_init, "trainer", default={}).get("max_epochs"))
@@ -130,6 +131,15 @@ class DOODLCLI(LightningCLI):
             return
         if callable(getattr(dm, "check_against", None)):  # PromptDataModule (doodl.app.item_checks)
             dm.check_against(guidance)
+
+    def check_image_size(self) -> None:
+        """model.height / model.width against the backend (a size its VAE cannot decode), before any step."""
+        backend, h = getattr(self.model, "model", None), getattr(self.model, "hparams", {})
+        if callable(getattr(backend, "latent_shape", None)) and "height" in h and "width" in h:
+            try:
+                backend.latent_shape(h["height"], h["width"])
+            except ValueError as err:
+                raise ValueError(f"model.height={h['height']}, model.width={h['width']}: {err}") from err
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
         several = str(config.get("devices", 1)) not in ("1", "[0]") or int(config.get("num_nodes") or 1) > 1

@@ -58,6 +58,7 @@ def test_validate_is_not_a_subcommand_of_the_parser(pipeline, capsys):
 @pytest.mark.parametrize("option,message", [
     ("--model.mix=1.5", "mix"),
     ("--model.grad_mode=foo", "grad_mode must be one of"),
+    ("--model.height=13", "model.height=13, model.width=16: height and width must be multiples of 2"),
     ("--trainer.max_epochs=1", "trainer.max_epochs=1 is below model.iterations=3"),
     ("--model.model.init_args.pretrained=/nonexistent/tiny-sd", "/nonexistent/tiny-sd"),
 ])
