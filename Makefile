@@ -3,6 +3,10 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# One thread per process unless the caller sets it: `make demo` took 1m16 on one thread, 4m36 on
+# torch's default two, back to back on a busy 2-core Xeon (tiny models: threads mostly wait on
+# each other); the tests pin one torch thread themselves (tests/conftest.py).
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: install test test-all demo bench bench-digits train-digits clean
 
