@@ -15,8 +15,6 @@ from doodl.app.data import ItemSampler, PromptDataModule, batches_for_rank, coll
 
 from .test_fit import ROOT, args, final_latents, items_state, last_ckpt, pipeline  # noqa: F401 (fixture)
 
-FIVE = '--data.prompts=["a red square", "a blue circle", "a green field", "a gold coin", "a pink sky"]'
-
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3])
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
@@ -67,14 +65,15 @@ def results(root):
 
 
 def test_two_processes_equal_one_with_batches_of_two(pipeline, tmp_path):
-    """devices=2 (gloo) with batch_size 2 on 5 items: the same batches as one process (rank 1 gets
-    one batch and a filler step), so the same computation: bitwise the same latents, images, table."""
+    """devices=2 (gloo) with batch_size 2 on 3 items: the same batches as one process ([0, 1] on
+    rank 0, [2] on rank 1), so the same computation: bitwise the same latents, images, table.
+    (Dealt item by item, rank 0 ran [0, 2] and rank 1 [1]: the second and third items then moved by ~7e-7.)"""
     one, two = tmp_path / "one", tmp_path / "two"
     for root, extra in ((one, ()), (two, ("--trainer.devices=2",))):
-        rc, out = run(pipeline, root, FIVE, "--data.batch_size=2", *extra)
+        rc, out = run(pipeline, root, "--data.batch_size=2", *extra)
         assert rc == 0, out[-3000:]
     a, b = final_latents(one), final_latents(two)
-    assert sorted(a) == sorted(b) and len(a) == 5
+    assert sorted(a) == sorted(b) and len(a) == 3
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=0)
     sa, sb = items_state(last_ckpt(one)), items_state(last_ckpt(two))
