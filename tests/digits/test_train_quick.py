@@ -12,15 +12,20 @@ from doodl.digits.train import main
 from doodl.digits.train_generator import train_unet
 
 
+# one thread, as the whole suite (tests/conftest.py): the script's default of 2 threads made each
+# quick run 2-3x slower on a busy 2-core machine; determinism is checked at that fixed thread count
+QUICK = ["--quick", "--threads", "1"]
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
-    return out, main(["--out", str(out), "--quick"])
+    return out, main(["--out", str(out), *QUICK])
 
 
 def test_quick_run_writes_every_listed_file(quick):
     out, manifest = quick
-    assert manifest["quick"] is True and "--quick" in manifest["command"]
+    assert manifest["quick"] is True and "--quick" in manifest["command"] and manifest["torch_threads"] == 1
     assert (out / "manifest.json").is_file()
     for name, info in manifest["files"].items():
         path = out / name
@@ -58,7 +63,7 @@ def test_quick_output_loads_through_assets(quick):
 
 def test_training_is_deterministic(quick, tmp_path):
     _, first = quick
-    second = main(["--out", str(tmp_path), "--quick"])
+    second = main(["--out", str(tmp_path), *QUICK])
     weights = [k for k in first["files"] if k.endswith(".safetensors")]
     assert weights and all(first["files"][k]["sha256"] == second["files"][k]["sha256"] for k in weights)
 
