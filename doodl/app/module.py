@@ -25,7 +25,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from .images import all_finite, delivered
 from .items import ItemState
-from .selection import BEST_BY, rank, reached, resolve_direction
+from .selection import BEST_BY, outcome, rank, reached, resolve_direction, summary
 from .start import StartLatents
 from .strategy import ItemParallelStrategy
 
@@ -303,14 +303,8 @@ class DOODL(L.LightningModule):
         return out
 
     def status(self, st: ItemState) -> str:
-        """An item's outcome: "failed" (no finite iterate: no result, no image), "stopped_early"
-        (its score reached target_score), "done" (all its iterations ran) or "unfinished" (the run
-        ended before, e.g. at trainer.max_time; its best iterate so far is its result)."""
-        if not st.has_result:
-            return "failed"
-        if st.stopped_early:
-            return "stopped_early"
-        return "done" if st.iterations >= self.hparams.iterations else "unfinished"
+        """An item's outcome (``doodl.app.selection.outcome``)."""
+        return outcome(st.has_result, st.stopped_early, st.iterations, self.hparams.iterations)
 
     def on_train_end(self) -> None:
         """Count the outcomes over all ranks (``n_failed``) and print them on rank 0, one line."""
@@ -358,12 +352,3 @@ class DOODL(L.LightningModule):
                 if bool(ok[k]):
                     self.log(f"test/items/{it['id']}/{name}", v[k], batch_size=1)
 
-
-def summary(outcomes: Sequence[tuple[str, str | None]]) -> str:
-    """``doodl: 7 items: 6 done, 1 failed (non-finite loss at every iteration)`` from (status, failure) pairs."""
-    counts = {s: sum(x == s for x, _ in outcomes) for s in ("done", "stopped_early", "unfinished", "failed")}
-    parts = [f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n]
-    reasons = sorted({f for s, f in outcomes if s == "failed" and f})
-    if counts["failed"] and reasons:
-        parts[-1] += f" ({'; '.join(reasons)})"
-    return f"doodl: {len(outcomes)} items: {', '.join(parts) or 'none ran'}"

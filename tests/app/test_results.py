@@ -12,7 +12,7 @@ import torch
 
 from doodl.app.images import delivered, to_uint8
 from doodl.app.items import ItemState
-from doodl.app.module import summary
+from doodl.app.selection import summary
 from doodl.app.start import load_image
 
 from .fakes import MeanColorLoss
