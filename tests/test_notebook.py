@@ -48,8 +48,8 @@ def kernel(tmp_path, monkeypatch):
     """A kernel manager that starts ipykernel on this interpreter, with the notebook's environment."""
     for key, value in {"DOODL_NOTEBOOK_FAST": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                        "WANDB_MODE": "offline", "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-                       "PYDEVD_DISABLE_FILE_VALIDATION": "1"}.items():
-        monkeypatch.setenv(key, value)  # the kernel process inherits this environment
+                       "PYDEVD_DISABLE_FILE_VALIDATION": "1", "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(key, value)  # the kernel process inherits this environment (one thread, as every test)
     write_kernel_spec(tmp_path / "kernels" / KERNEL)  # argv: [sys.executable, -m, ipykernel_launcher, ...]
     specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
     return KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
