@@ -73,6 +73,10 @@ class DOODL(L.LightningModule):
         decode_clamp: "none" (straight [-1,1] -> [0,1] mapping) or "straight" (see the backend).
         predict_method: what ``doodl predict`` runs: "plain" (unguided) or "onestep" (baseline).
         eval_dir: for ``doodl test``: the folder of a run's final images to score (RUN/final).
+
+    After fit, ``n_failed`` counts the items (over all ranks) that had no finite iterate, and
+    therefore no result (status "failed": see ``doodl.app.selection.outcome``); rank 0 prints a
+    one-line summary of the outcomes.
     """
 
     def __init__(
