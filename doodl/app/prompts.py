@@ -143,6 +143,10 @@ def _check_row(raw: dict[str, Any], base_dir: Path, default_seeds: Sequence[int]
             v = row[key]
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
                 problems.append(f"{key!r} must be a finite number, got {v!r}")
+            elif key == "weight" and v < 0:
+                problems.append(f"'weight' must be >= 0, got {v!r}: it multiplies a loss DOODL minimizes, so a negative "
+                                "weight would steer away from the target while the stop and best-iterate rules still "
+                                "seek a better score")
             else:
                 row[key] = float(v)
     if "reference_images" in row:

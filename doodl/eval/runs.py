@@ -65,6 +65,10 @@ def run_doodl(module: DOODL, items: list[dict], batch_size: int) -> tuple[Tensor
                 scores_of[j].append(float(scores["score"][jj]))
         trace += [sc + [sc[-1]] * (iterations - len(sc)) for sc in scores_of]
         ran += [st.iterations for st in states]
+        failed = [st.id for st in states if not st.has_result]
+        if failed:  # no finite iterate: nothing to judge, and nothing to quietly count as an image
+            raise RuntimeError(f"DOODL found no finite iterate for {len(failed)} item(s) ({', '.join(failed)}): "
+                               "the benchmark's settings give non-finite latents or losses; fix them before scoring")
         images += [st.best_image for st in states]
         for st in states:  # free the latents and momentum of finished items
             module.states.pop(st.id)

@@ -149,6 +149,7 @@ def test_jsonl_reports_every_bad_row(tmp_path):
         {"prompt": "a", "id": "../evil"},
         {"prompt": "a", "image": "nope.png"},
         {"prompt": 5},
+        {"prompt": "a", "weight": -1},
     ])
     with pytest.raises(ValueError) as e:
         read_items(p)
@@ -160,9 +161,9 @@ def test_jsonl_reports_every_bad_row(tmp_path):
         10: f"reference image {tmp_path / 'missing.png'} does not exist", 11: "expected a JSON object, got list",
         12: "each of 'seeds' must be an int, got 'x'", 13: "give 'seed' or 'seeds', not both",
         14: "column 'row' is reserved", 15: "'id' must be letters", 16: f"image {tmp_path / 'nope.png'} does not exist",
-        17: "'prompt' must be a string",
+        17: "'prompt' must be a string", 18: "'weight' must be >= 0, got -1",
     }
-    assert "16 bad row(s)" in msg
+    assert "17 bad row(s)" in msg
     for line, problem in expected.items():
         assert f"{p}:{line}: {problem}" in msg, (line, msg)
     assert f"{p}:1:" not in msg
