@@ -3,10 +3,11 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-# One thread per process unless the caller sets it: `make demo` took 1m16 on one thread, 4m36 on
-# torch's default two, back to back on a busy 2-core Xeon (tiny models: threads mostly wait on
-# each other); the tests pin one torch thread themselves (tests/conftest.py).
-export OMP_NUM_THREADS ?= 1
+# The demo and the tests on one thread per process unless the caller sets OMP_NUM_THREADS:
+# `make demo` took 1m16 on one thread, 4m36 on torch's default two, back to back on a busy 2-core
+# Xeon (tiny models: threads mostly wait on each other); the tests pin one torch thread themselves
+# (tests/conftest.py). The benchmarks keep torch's choice (their results record it).
+ONE_THREAD := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 
 .PHONY: install test test-all demo bench bench-digits train-digits clean
 
@@ -19,13 +20,13 @@ export OMP_NUM_THREADS ?= 1
 install: .venv/.installed
 
 test: install
-	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
+	$(ONE_THREAD) WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
 
 test-all: install
-	WANDB_MODE=offline $(PY) -m pytest -q
+	$(ONE_THREAD) WANDB_MODE=offline $(PY) -m pytest -q
 
 demo: install
-	WANDB_MODE=offline .venv/bin/doodl fit -c configs/digits.yaml
+	$(ONE_THREAD) WANDB_MODE=offline .venv/bin/doodl fit -c configs/digits.yaml
 
 bench: install
 	$(PY) benchmarks/chain.py
