@@ -65,7 +65,10 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
     from .quiet import quiet_warnings
     from .run_guard import RunGuard
 
+    import torch
+
     guard = RunGuard()
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")  # --threads changes both
     try:
         with quiet_warnings():
             return DOODLCLI(
@@ -82,6 +85,12 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
         if not guard.started:
             mark_before_run(e)
         raise
+    finally:  # a caller in the same process (a notebook, the tests) keeps its own thread setting
+        torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
 
 
 def quick_answer(argv: list[str]) -> tuple[str, int, Any] | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 
 from doodl.app.cli import console, main
 
@@ -184,3 +185,32 @@ def test_failed_items_make_the_status_1(pipeline, tmp_path, capsys):
                                    "--model.iterations=1")])
     assert status == 1
     assert "doodl: 1 of 2 items failed (see results.csv)" in capsys.readouterr().err
+
+
+class ThreadProbe(L.Callback):
+    """Notes torch's thread count and OMP_NUM_THREADS when training starts."""
+
+    seen: list = []
+
+    def on_train_start(self, trainer, pl_module):
+        ThreadProbe.seen.append((torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")))
+
+
+def test_threads_option_sets_torch_threads_for_the_run_only(pipeline, tmp_path, monkeypatch):
+    """``--threads N`` is torch's thread count during the run; the caller's is back afterwards."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    ThreadProbe.seen = []
+    try:
+        main(["fit", *args(pipeline, tmp_path, "--model.iterations=1", "--threads=1",
+                           "--trainer.callbacks+=tests.app.test_cli.ThreadProbe")])
+        assert ThreadProbe.seen == [(1, "1")]
+        assert (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")) == (2, None)  # restored
+        main(["fit", *args(pipeline, tmp_path / "b", "--model.iterations=1",
+                           "--trainer.callbacks+=tests.app.test_cli.ThreadProbe")])
+        assert ThreadProbe.seen[1] == (2, None)  # no --threads: the caller's count
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):  # the parser's own error: not a positive int
+        main(args(pipeline, tmp_path / "c", "--threads=0"), run=False)
