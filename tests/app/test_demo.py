@@ -63,8 +63,10 @@ def test_onestep_scale_is_the_baselines_own(demo_run):
     # default and explicit are one function run twice through the fixture's 4-step float32 chain of
     # guided steps: float32 rounding (a thread count, kernel or alignment that sums in another
     # order) is amplified by the chain. Pixels moved by 1.8e-6 on a Xeon (2 threads vs 1), and by
-    # 5.9e-5 on an AMD EPYC in the full suite (issue 9); 1e-3 is 17x that, while a scale 1% off
-    # (1.01) moves them by 1.2e-2 and the other scales (0, 3) by 1.0.
-    torch.testing.assert_close(default, explicit, rtol=0, atol=1e-3)
+    # 5.9e-5 on an AMD EPYC in the full suite (issue 9). The images are the delivered 8-bit ones
+    # (doodl.app.images.delivered), so such a shift can flip a pixel by one level: the tolerance is
+    # one level (1/255), while a scale 1% off (1.01) moves pixels by 1.2e-2 (3 levels) and the other
+    # scales (0, 3) by 1.0.
+    torch.testing.assert_close(default, explicit, rtol=0, atol=1 / 255 + 1e-6)
     with pytest.raises(ValueError, match="onestep_scale must be >= 0"):
         ContactSheet(onestep_scale=-1.0)
