@@ -76,3 +76,15 @@ def scheduler():
 
 def noise(shape=(1, 4, 8, 8), dtype=torch.float64, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.fixture(autouse=True)
+def no_wandb_run_left():
+    """Finish a W&B run a test left active: Lightning's WandbLogger reuses an active run, so a later
+    test's offline run would be written into the earlier test's folder (a test-order dependency)."""
+    yield
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
