@@ -19,11 +19,15 @@ ONE_THREAD := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 
 install: .venv/.installed
 
+# one pytest worker per core (pytest-xdist), a test file per worker: most of the suite's time is
+# subprocess runs that each pay Lightning's ~8 s import, which one core cannot overlap
+TEST_ARGS := -n auto --dist loadfile --durations=15
+
 test: install
-	$(ONE_THREAD) WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
+	$(ONE_THREAD) WANDB_MODE=offline $(PY) -m pytest -q $(TEST_ARGS) -m "not slow"
 
 test-all: install
-	$(ONE_THREAD) WANDB_MODE=offline $(PY) -m pytest -q
+	$(ONE_THREAD) WANDB_MODE=offline $(PY) -m pytest -q $(TEST_ARGS)
 
 demo: install
 	$(ONE_THREAD) WANDB_MODE=offline .venv/bin/doodl fit -c configs/digits.yaml

@@ -116,27 +116,34 @@ def final_latents(root):
     return {k: v["x"] for k, v in items_state(last_ckpt(root)).items()}
 
 
-def test_two_processes_equal_one(pipeline, tmp_path):
-    """devices=2 (gloo): every item on exactly one rank, results equal to one process."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    run_cli(pipeline, one, "--data.batch_size=1")
-    run_cli(pipeline, two, "--data.batch_size=1", "--trainer.devices=2")
-    a, b = final_latents(one), final_latents(two)
-    assert sorted(a) == sorted(b) and len(a) == 3
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0)
-    rows = [json.loads(l) for l in next(two.rglob("results.jsonl")).read_text().splitlines()]
-    assert sorted(r["id"] for r in rows) == sorted(a)
+# Two processes equal one: tests/app/test_ranks.py (batch_size 2 on 3 items: rank 1 runs a batch of one).
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(pipeline, tmp_path_factory):
+    """The uninterrupted 5-iteration run per ``best_by``, shared by the kill/resume cases."""
+    roots: dict[str, Path] = {}
+
+    def get(best_by: str) -> Path:
+        if best_by not in roots:
+            roots[best_by] = tmp_path_factory.mktemp(f"ref-{best_by}")
+            run_cli(pipeline, roots[best_by], *kill_extra(best_by))
+        return roots[best_by]
+
+    return get
+
+
+def kill_extra(best_by: str) -> tuple[str, ...]:
+    return ("--data.batch_size=1", "--model.iterations=5", f"--model.best_by={best_by}")
 
 
 @pytest.mark.parametrize("sig,best_by", [("SIGTERM", "loss"), ("SIGKILL", "loss"), ("SIGTERM", "score")])
-def test_kill_and_resume_equals_uninterrupted(pipeline, tmp_path, sig, best_by):
+def test_kill_and_resume_equals_uninterrupted(pipeline, tmp_path, uninterrupted, sig, best_by):
     """Killed mid-epoch (SIGTERM: saves last.ckpt then exits; SIGKILL: dies, last.ckpt is from
     the epoch before), resumed with --ckpt_path: every item finishes with the same latents, crop
     streams and best iterate as an uninterrupted run, none lost or repeated."""
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
-    extra = ("--data.batch_size=1", "--model.iterations=5", f"--model.best_by={best_by}")
-    run_cli(pipeline, ref, *extra)
+    ref, cut = uninterrupted(best_by), tmp_path / "cut"
+    extra = kill_extra(best_by)
     proc = run_cli(pipeline, cut, *extra, "--trainer.callbacks+=tests.app.fakes.KillAt",
                    f"--trainer.callbacks.signal={sig}", "--trainer.callbacks.epoch=2", wait=False)
     out, _ = proc.communicate(timeout=300)

@@ -92,11 +92,11 @@ def test_a_rank_without_items_finishes_and_sigterm_stops_every_rank(pipeline, tm
     assert rc == 0, out[-3000:]
     rc, out = run(pipeline, cut, *extra, "--trainer.devices=2", "--trainer.callbacks+=tests.app.fakes.KillAt",
                   "--trainer.callbacks.signal=SIGTERM", "--trainer.callbacks.epoch=2", "--trainer.callbacks.batch=0",
-                  timeout=120)
+                  timeout=300)
     assert rc == 143, out[-3000:]
     ckpt = last_ckpt(cut)
     assert 3 <= [v["iterations"] for v in items_state(ckpt).values()][0] < 5
-    rc, out = run(pipeline, cut, *extra, "--trainer.devices=2", f"--ckpt_path={ckpt}", timeout=120)
+    rc, out = run(pipeline, cut, *extra, "--trainer.devices=2", f"--ckpt_path={ckpt}", timeout=300)
     assert rc == 0, out[-3000:]
     a, b = items_state(last_ckpt(ref)), items_state(last_ckpt(cut))
     assert list(b) == list(a) and [v["iterations"] for v in b.values()] == [5]
