@@ -119,12 +119,17 @@ def test_failed_item_is_reported_not_delivered(pipeline, tmp_path, capsys):
 
 
 def test_non_finite_latents_fail_every_item(pipeline, tmp_path):
-    """cfg_scale 1e30 makes the latents non-finite: every item failed, no PNG written, n_failed 3."""
-    trainer, model = fit(pipeline, tmp_path, "--model.cfg_scale=1e30", "--model.iterations=1")
+    """cfg_scale 1e30 makes the latents non-finite: every item failed, no PNG written (not even a
+    per-iteration snapshot: it would read as a black image), n_failed 3."""
+    trainer, model = fit(pipeline, tmp_path, "--model.cfg_scale=1e30", "--model.iterations=1",
+                         "--image_writer.every_n_iterations=1")
     run = Path(trainer.log_dir)
     assert model.n_failed == 3
     assert [r["status"] for r in read_csv(run / "results.csv")] == ["failed"] * 3
     assert not list(run.rglob("final/*.png")) and not (run / "grid.png").exists()
+    snapshots = sorted(run.glob("images/*/iter_0000.json"))
+    assert len(snapshots) == 3 and not list(run.glob("images/*/*.png"))
+    assert all(json.loads(p.read_text())["image"] is None for p in snapshots)
 
 
 def test_non_finite_iterates_never_become_best():

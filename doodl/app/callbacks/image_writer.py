@@ -69,22 +69,27 @@ class ImageWriter(L.Callback):
             return
         items = {it["id"]: it for it in batch} if isinstance(batch, list) else {}
         root = run_dir(trainer) / "images"
-        paths, captions = [], []
+        logged = []  # (id, PNG path, caption) of the images written
         for b, item_id in enumerate(outputs["ids"]):
             item = items.get(item_id, {"id": item_id})
             image = outputs["images"][b]  # (3, H, W)
             path = root / item_id / f"iter_{k:04d}.png"
-            write_png(path, image)
+            scores = {name: v[b] for name, v in outputs.get("scores", {}).items()}
+            # the module scores a non-finite image NaN (DOODL.images_and_loss): no PNG for it, it would
+            # read as a black image; a finite image with an infinite loss or score is still shown
+            finite = "score" not in scores or not math.isnan(float(scores["score"]))
             write_json(path.with_suffix(".json"), {
-                **item, "iteration": k, "loss": outputs["item_loss"][b],
-                "scores": {name: v[b] for name, v in outputs.get("scores", {}).items()},
+                **item, "iteration": k, "loss": outputs["item_loss"][b], "scores": scores,
+                "image": path.name if finite else None,
             })
-            paths.append(str(path))
-            captions.append(f"iteration {k}: {item.get('prompt', '')}")
+            if not finite:
+                continue
+            write_png(path, image)
+            logged.append((item_id, str(path), f"iteration {k}: {item.get('prompt', '')}"))
             for tb in tensorboard_loggers(trainer):
                 tb.experiment.add_image(f"images/{item_id}", image, global_step=k)
         for wb in wandb_loggers(trainer):
-            for item_id, path, caption in zip(outputs["ids"], paths, captions):
+            for item_id, path, caption in logged:
                 wb.log_image(key=f"images/{item_id}", images=[path], caption=[caption], step=trainer.global_step)
 
     # ---- end of training -------------------------------------------------------------------------
