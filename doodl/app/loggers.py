@@ -30,6 +30,11 @@ class WandbLogger(_WandbLogger):
         if offline is None:
             offline = not wandb_api_key_configured() or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
         super().__init__(project=project, offline=offline, save_dir=save_dir, **kwargs)
+        init = getattr(self, "_wandb_init", None)  # Lightning's wandb.init arguments
+        if isinstance(init, dict) and init.get("anonymous") is None:
+            # Lightning always passes anonymous=None, which wandb >= 0.19 answers with "The anonymous
+            # setting has no effect" on every run: leave the unset setting out
+            init.pop("anonymous", None)
 
     @property
     def experiment(self) -> Any:

@@ -90,3 +90,11 @@ def test_a_configs_data_path_is_relative_to_the_config(tmp_path, monkeypatch):
     assert [it["prompt"] for it in cli.datamodule.items] == ["from the config folder"]
     cli = main(["fit", *common, "--data.path=p.jsonl"])  # the command line: the working folder
     assert [it["prompt"] for it in cli.datamodule.items] == ["from the working folder"]
+
+
+def test_wandb_logger_passes_no_unset_anonymous_setting(tmp_path):
+    """wandb warns on every run when Lightning's anonymous=None reaches wandb.init; doodl's logger leaves it out."""
+    from doodl.app.loggers import WandbLogger
+
+    assert "anonymous" not in WandbLogger(save_dir=str(tmp_path), offline=True)._wandb_init
+    assert WandbLogger(save_dir=str(tmp_path), offline=True, anonymous=True)._wandb_init["anonymous"] == "allow"
