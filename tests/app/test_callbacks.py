@@ -270,3 +270,17 @@ def test_two_processes_write_every_item_once(tmp_path):
     for n, i in enumerate(ids):
         png = read_png(root / "final" / f"{i}.png")
         assert torch.equal(grid_cell(grid, n, 3, k * H, k * W)[0], png.repeat_interleave(k, 1).repeat_interleave(k, 2))
+
+
+def test_captions_cut_to_the_cell_keep_the_start_or_the_end():
+    """A long item id keeps its distinct end (the prompt's last words and the seed) on the grid."""
+    from PIL import Image, ImageDraw
+
+    from doodl.app.callbacks.sheet import fit as fit_text
+
+    pen = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    text = "00001-a-handwritten-digit-three-s0"
+    start, end = fit_text(pen, text, 90), fit_text(pen, text, 90, keep_end=True)
+    assert start.startswith("00001-a-") and start.endswith("...") and pen.textlength(start) <= 90
+    assert end.startswith("...") and end.endswith("three-s0") and pen.textlength(end) <= 90
+    assert fit_text(pen, "short", 90, keep_end=True) == "short"

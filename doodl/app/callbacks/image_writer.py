@@ -152,7 +152,7 @@ class ImageWriter(L.Callback):
         cells = [Cell(images.get(r["id"]), [r["id"], "failed" if r["path"] is None else _score(r.get("score"))])
                  for r in records]
         columns = self.grid_columns or math.ceil(math.sqrt(len(cells)))
-        write_image(path, draw_sheet(cells, columns, (w * k, h * k), caption_lines=2))
+        write_image(path, draw_sheet(cells, columns, (w * k, h * k), caption_lines=2, keep_end=(0,)))
         return True
 
 

@@ -32,10 +32,15 @@ def enlargement(width: int, height: int, at_least: int) -> int:
     return max(1, math.ceil(at_least / max(1, min(width, height))))
 
 
-def fit(pen: ImageDraw.ImageDraw, text: str, width: int) -> str:
-    """``text``, cut with "..." to at most ``width`` pixels in the default font."""
+def fit(pen: ImageDraw.ImageDraw, text: str, width: int, keep_end: bool = False) -> str:
+    """``text``, cut with "..." to at most ``width`` pixels in the default font (its start kept, or
+    its end with ``keep_end``: an item id's distinct part, the prompt's last words and the seed)."""
     if pen.textlength(text) <= width:
         return text
+    if keep_end:
+        while text and pen.textlength("..." + text) > width:
+            text = text[1:]
+        return "..." + text
     while text and pen.textlength(text + "...") > width:
         text = text[:-1]
     return text + "..."
@@ -43,10 +48,11 @@ def fit(pen: ImageDraw.ImageDraw, text: str, width: int) -> str:
 
 def draw_sheet(cells: Sequence[Cell], columns: int, size: tuple[int, int], caption_lines: int = 1,
                row_labels: Sequence[str] | None = None, column_labels: Sequence[str] | None = None,
-               label_width: int = 250) -> Image.Image:
+               label_width: int = 250, keep_end: Sequence[int] = ()) -> Image.Image:
     """The sheet of ``cells`` (row-major, ``columns`` per row), each image resized to ``size``
     (width, height) and followed by ``caption_lines`` lines of text; ``row_labels`` go in a left
-    margin of ``label_width`` pixels, ``column_labels`` above the first row."""
+    margin of ``label_width`` pixels, ``column_labels`` above the first row; the caption lines whose
+    index is in ``keep_end`` are cut from the left when too long."""
     w, h = size
     rows = math.ceil(len(cells) / columns)
     left = label_width if row_labels is not None else 0
@@ -67,5 +73,5 @@ def draw_sheet(cells: Sequence[Cell], columns: int, size: tuple[int, int], capti
         else:
             sheet.paste(cell.image.convert("RGB").resize((w, h), Image.Resampling.NEAREST), (x, y))
         for n, line in enumerate(cell.caption[:caption_lines]):
-            pen.text((x + 1, y + h + n * LINE_H), fit(pen, line, w - 2), fill="black")
+            pen.text((x + 1, y + h + n * LINE_H), fit(pen, line, w - 2, n in keep_end), fill="black")
     return sheet
