@@ -10,7 +10,7 @@ from torch import Tensor
 
 from doodl.core.onestep import one_step_guided_sample
 
-from .images import all_finite, delivered
+from .images import delivered_and_scored
 from .items import item_generator
 
 METHODS = ("plain", "onestep")
@@ -47,9 +47,7 @@ def predict_images(
         x0 = one_step_guided_sample(module.sampler, eps_fn, loss_fn, x, start=module.start_step)
     with torch.no_grad():
         decoded = model.decode(x0, clamp=h.decode_clamp)
-        images = delivered(decoded)
-        finite = all_finite(decoded).cpu()
-        scores = module.guidance.score(images, items).float().cpu()
-        scores = torch.where(finite, scores, torch.full_like(scores, float("nan")))
+    images, scores, finite = delivered_and_scored(decoded, lambda im: module.guidance.score(im, items))
+    scores, finite = scores.cpu(), finite.cpu()
     return {"ids": [it["id"] for it in batch], "images": images.float().cpu(), "scores": {"score": scores},
             "status": ["done" if ok else "failed" for ok in finite.tolist()], "method": method, "items": list(batch)}

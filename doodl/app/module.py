@@ -23,7 +23,7 @@ from doodl.models.loading import DTYPES
 
 from lightning.pytorch.strategies import DDPStrategy
 
-from .images import all_finite, delivered
+from .images import delivered_and_scored
 from .items import ItemState
 from .selection import BEST_BY, outcome, rank, reached, resolve_direction, summary
 from .start import StartLatents
@@ -205,10 +205,7 @@ class DOODL(L.LightningModule):
         if h.loss_on == "both":
             loss = loss + self.guidance(self.model.decode(y0, clamp=h.decode_clamp), items)
         loss = h.guidance_scale * weights * loss.to(weights.dtype)
-        with torch.no_grad():
-            images = delivered(img_x.detach())
-            score = self.guidance.score(images, items).float()
-            score = torch.where(all_finite(img_x).to(score.device), score, torch.full_like(score, math.nan))
+        images, score, _ = delivered_and_scored(img_x.detach(), lambda im: self.guidance.score(im, items))
         return images, loss, {"score": score}
 
     def training_step(self, batch: list[dict], batch_idx: int) -> dict[str, Any] | None:
