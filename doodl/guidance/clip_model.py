@@ -6,6 +6,7 @@
 Images go in as (N, 3, S, S) tensors in [0, 1] at the model's input size (``image_size``);
 the adapter applies the model's own mean/std normalization. Embeddings come out L2-normalized.
 The same adapter can serve several losses (text, image similarity, aesthetics) at once.
+Cache lookups and the offline switch are ``doodl.hub``'s, shared with the diffusion models.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_TRUE = {"1", "on", "yes", "true"}
+from ..hub import cached_file, hf_offline  # noqa: F401 (hf_offline re-exported)
 
 Tokenizer = Callable[[list[str]], Tensor]
 
@@ -25,17 +26,6 @@ Tokenizer = Callable[[list[str]], Tensor]
 def spherical_distance(u: Tensor, v: Tensor) -> Tensor:
     """2 * arcsin(|u - v| / 2)^2 for unit vectors u, v on the last dim: half the squared great-circle angle."""
     return (u - v).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
-
-
-def hf_offline() -> bool:
-    """True when HF_HUB_OFFLINE is set, read now (not at import) from the environment or huggingface_hub."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover
-        return False
-    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
 def _looks_like_path(value: str) -> bool:
@@ -50,15 +40,10 @@ def _tag_is_cached(tag_cfg: dict, cache_dir: str | None) -> tuple[bool, str]:
         return os.path.isfile(tag_cfg["file"]), tag_cfg["file"]
     hub, url = tag_cfg.get("hf_hub", ""), tag_cfg.get("url", "")
     if hub:
-        from huggingface_hub import try_to_load_from_cache
-
         repo_id, filename = os.path.split(hub)
         names = [filename] if filename else [constants.HF_WEIGHTS_NAME, constants.HF_SAFE_WEIGHTS_NAME]
         names += [n.rsplit(".", 1)[0] + ".safetensors" for n in names if n.endswith(".bin")]
-        for name in names:
-            if isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir), str):
-                return True, f"hf-hub {repo_id}"
-        return False, f"hf-hub {repo_id}"
+        return cached_file(repo_id, names, cache_dir) is not None, f"hf-hub {repo_id}"
     if url:
         folder = cache_dir or os.path.expanduser("~/.cache/clip")
         return os.path.isfile(os.path.join(folder, os.path.basename(url))), url

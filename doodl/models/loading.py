@@ -3,7 +3,8 @@
 The local path comes first. A hub id is looked up in the Hugging Face cache without any network
 call; only when that fails and downloads are allowed (``HF_HUB_OFFLINE`` unset and
 ``local_files_only`` not set) is the hub asked. Every component is then loaded from one local
-folder, so a hub model and a user's own folder go through the same code.
+folder, so a hub model and a user's own folder go through the same code. The resolution itself
+(local path, cache, hub, offline) is ``doodl.hub``'s, shared with the guidance models.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..hub import resolve_folder
 from .tokenizer import EOS_TOKEN, clip_tokenizer_from_open_clip
 
 DTYPES = {
@@ -55,10 +57,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)} (or a torch.dtype)")
 
 
-def _looks_like_path(text: str) -> bool:
-    return os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") != 1 or "\\" in text
-
-
 def resolve_pretrained(
     pretrained: str | os.PathLike,
     local_files_only: bool | None = None,
@@ -69,24 +67,15 @@ def resolve_pretrained(
     """Local folder of ``pretrained``: a folder path, or a hub id ("owner/name") from the cache.
 
     ``local_files_only=None`` follows ``HF_HUB_OFFLINE``. Raises FileNotFoundError at once, with
-    what is missing and how to supply it, when nothing local is found and downloads are off.
+    what is missing and how to supply it, when nothing local is found and downloads are off
+    (``doodl.hub.resolve_folder``).
     """
     if not isinstance(pretrained, (str, os.PathLike)) or not str(pretrained):
         raise ValueError(f"pretrained must be a folder path or a hub id 'owner/name', got {pretrained!r}")
-    path = Path(pretrained).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ValueError(
-            f"{path} is a file: single-file checkpoints are not read here; pass a diffusers-format "
-            f"folder instead ({_FOLDER_HELP}, e.g. after StableDiffusionPipeline.from_single_file)"
-        )
-    text = str(pretrained)
-    if isinstance(pretrained, os.PathLike) or _looks_like_path(text):
-        raise FileNotFoundError(
-            f"pipeline folder {path} does not exist: pass an existing folder ({_FOLDER_HELP}) or a hub id 'owner/name'"
-        )
-    return _hub_snapshot(text, local_files_only, cache_dir, revision, variant)
+    file_hint = (f"single-file checkpoints are not read here; pass a diffusers-format folder instead "
+                 f"({_FOLDER_HELP}, e.g. after StableDiffusionPipeline.from_single_file)")
+    return resolve_folder(pretrained, "pipeline folder", _FOLDER_HELP, file_hint, local_files_only, cache_dir,
+                          revision, hub_patterns(variant))
 
 
 def hub_patterns(variant: str | None = None) -> list[str]:
@@ -100,39 +89,6 @@ def hub_patterns(variant: str | None = None) -> list[str]:
         for name in ("diffusion_pytorch_model", "model"):
             patterns += [f"{sub}/{name}{tag}.safetensors", f"{sub}/{name}{tag}-*-of-*.safetensors"]
     return patterns
-
-
-def _hub_snapshot(repo_id: str, local_files_only: bool | None, cache_dir: Any, revision: str | None, variant: str | None) -> Path:
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise FileNotFoundError(f"{repo_id!r} is neither an existing folder nor a valid hub id 'owner/name'") from err
-    offline = bool(constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"})
-    if local_files_only is not None:
-        offline = bool(local_files_only)
-    kwargs = dict(revision=revision, cache_dir=cache_dir, allow_patterns=hub_patterns(variant))
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
-    except Exception as err:  # huggingface_hub raises several kinds for "not in the cache"
-        cached_error = err
-    where = cache_dir or constants.HF_HUB_CACHE
-    if offline:
-        raise FileNotFoundError(
-            f"hub model {repo_id!r} is not in the local Hugging Face cache ({where}) and downloads are "
-            f"off (HF_HUB_OFFLINE=1 or local_files_only=True). Download it once on a machine with "
-            f"network (`hf download {repo_id}`), or pass the path of a local folder instead: {_FOLDER_HELP}"
-        ) from cached_error
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=False, etag_timeout=10, **kwargs))
-    except Exception as err:
-        raise FileNotFoundError(
-            f"could not download hub model {repo_id!r} ({type(err).__name__}: {err}); without network, "
-            f"pass the path of a local folder instead ({_FOLDER_HELP}), or set HF_HUB_OFFLINE=1 to use "
-            f"only the cache"
-        ) from err
 
 
 def read_json(path: Path) -> dict:
