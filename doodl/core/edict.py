@@ -2,8 +2,10 @@
 
 Notation: variable -> paper symbol
     x, y      -> the coupled pair (x_t, y_t); generation starts from x_T = y_T = noise
-    eps(., t) -> the noise model with guidance already applied (``eps_fn``)
-    a, b      -> DDIM coefficients of the step (``schedule.ddim_coefficients``)
+    eps(., t) -> the model with guidance already applied (``eps_fn``): the noise eps for DDIM, the
+                 velocity v for flow matching (SPEC.md section 9); t is the model's timestep
+    a, b      -> coefficients of the step x' = a*x + b*eps (``schedule``: DDIM, or a = 1 and
+                 b = sigma_next - sigma for the flow's Euler step)
     p         -> the mixing weight (``mix``, 0.93 by default)
 
 A step is two *half-steps* "u <- a * u + b * eps(v, t)" (v is left unchanged, so it is always
@@ -18,7 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-EpsFn = Callable[[Tensor, int], Tensor]
+EpsFn = Callable[[Tensor, int], Tensor]  # t: an int timestep (DDIM) or a float one (flow)
 
 
 def eps_at(eps_fn: EpsFn, v: Tensor, t: int) -> Tensor:

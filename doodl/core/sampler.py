@@ -1,4 +1,5 @@
-"""EDICTSampler: the coupled DDIM chain over a diffusers schedule (SPEC.md sections 2-3)."""
+"""EDICTSampler: the coupled chain over a diffusers schedule, DDIM or flow-matching Euler
+(SPEC.md sections 2, 3 and 9)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .edict import EpsFn, denoise_step, noise_step, swaps
-from .schedule import StepCoefficients, schedule_from_scheduler
+from .schedule import FlowStep, StepCoefficients, schedule_from_scheduler
 
 DEFAULT_MIX = 0.93  # EDICT mixing weight p (range 0.9 to 0.97 in the paper)
 
@@ -34,29 +35,41 @@ def check_pair(x: Tensor, y: Tensor, names: tuple[str, str] = ("x", "y")) -> Non
 
 
 class EDICTSampler:
-    """Exactly invertible EDICT sampling over ``num_steps`` DDIM steps.
+    """Exactly invertible EDICT sampling over ``num_steps`` steps x' = a*x + b*f(x, t).
 
     Args:
-        scheduler: any diffusers scheduler with ``alphas_cumprod`` and ``set_timesteps``
-            (``DDIMScheduler`` for Stable Diffusion); its timesteps give the chain.
+        scheduler: a DDIM-like diffusers scheduler with ``alphas_cumprod`` and ``set_timesteps``
+            (``DDIMScheduler`` for Stable Diffusion; f = eps), or ``FlowMatchEulerDiscreteScheduler``
+            (SD3, FLUX.1; f = the velocity, a = 1, b = sigma_next - sigma); its timesteps give
+            the chain. Any other kind is refused with the supported ones named.
         num_steps: T, the number of denoising steps (50 in DOODL).
         mix: p, the EDICT mixing weight, in (0, 1] (0.93 in DOODL).
         leapfrog: swap the roles of x and y on odd steps (on in the reference code).
+        mu, sigmas: flow-matching only, passed to ``scheduler.set_timesteps`` as a diffusers
+            pipeline passes them (``mu``: the dynamic shift for the image size; a backend's
+            ``sampler(num_steps, height=, width=)`` computes both).
 
     Steps are indexed i = 0 (noisiest, t = T) ... T-1. ``sample`` and ``invert`` take an
     optional ``[start, stop)`` range of steps for partial chains (editing, or optimizing from
     an intermediate timestep).
     """
 
-    def __init__(self, scheduler: Any, num_steps: int = 50, mix: float = DEFAULT_MIX, leapfrog: bool = True):
-        steps = schedule_from_scheduler(scheduler, num_steps)
+    def __init__(
+        self, scheduler: Any, num_steps: int = 50, mix: float = DEFAULT_MIX, leapfrog: bool = True,
+        mu: float | None = None, sigmas: Sequence[float] | None = None,
+    ):
+        steps = schedule_from_scheduler(scheduler, num_steps, mu=mu, sigmas=sigmas)
         self._init(steps, mix, leapfrog)
 
     @classmethod
-    def from_steps(cls, steps: Sequence[StepCoefficients], mix: float = DEFAULT_MIX, leapfrog: bool = True) -> "EDICTSampler":
-        """Build from precomputed ``StepCoefficients`` (see ``schedule.ddim_schedule``)."""
+    def from_steps(
+        cls, steps: Sequence[StepCoefficients | FlowStep], mix: float = DEFAULT_MIX, leapfrog: bool = True
+    ) -> "EDICTSampler":
+        """Build from precomputed steps (``schedule.ddim_schedule`` or ``schedule.flow_schedule``)."""
         if len(steps) < 1:
             raise ValueError("steps must hold at least one StepCoefficients")
+        if len({type(s) for s in steps}) != 1 or not isinstance(steps[0], (StepCoefficients, FlowStep)):
+            raise ValueError("steps must be all StepCoefficients (DDIM) or all FlowStep (flow matching)")
         self = cls.__new__(cls)
         self._init(list(steps), mix, leapfrog)
         return self
@@ -73,11 +86,16 @@ class EDICTSampler:
         return len(self.steps)
 
     @property
-    def timesteps(self) -> list[int]:
+    def kind(self) -> str:
+        """"ddim" (f = eps) or "flow" (f = the velocity)."""
+        return self.steps[0].kind
+
+    @property
+    def timesteps(self) -> list[int] | list[float]:
         return [s.t for s in self.steps]
 
     def __repr__(self) -> str:
-        return f"EDICTSampler(num_steps={self.num_steps}, mix={self.mix}, leapfrog={self.leapfrog})"
+        return f"EDICTSampler(kind={self.kind!r}, num_steps={self.num_steps}, mix={self.mix}, leapfrog={self.leapfrog})"
 
     def step_range(self, start: int = 0, stop: int | None = None) -> range:
         """Validated range of step indices [start, stop)."""
