@@ -7,7 +7,9 @@ from .clip_model import OpenCLIP, spherical_distance
 from .clip_text import CLIPTextLoss
 from .composite import CallableLoss, CompositeLoss
 from .cutouts import Cutouts
+from .hpsv2 import HPSv2Loss
 from .image_similarity import ImageSimilarityLoss, load_image
+from .pickscore import PickScoreLoss
 
 __all__ = [
     "AestheticLoss",
@@ -19,10 +21,12 @@ __all__ = [
     "CompositeLoss",
     "Cutouts",
     "GuidanceLoss",
+    "HPSv2Loss",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageSimilarityLoss",
     "OpenCLIP",
+    "PickScoreLoss",
     "TensorFeatures",
     "load_image",
     "spherical_distance",

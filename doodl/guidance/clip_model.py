@@ -226,6 +226,11 @@ class OpenCLIP(nn.Module):
         return next(self.model.parameters()).dtype
 
     @property
+    def compute_dtype(self) -> torch.dtype:
+        """float64 for a float64 model (exactness tests), else float32: embeddings come out in it."""
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
+    @property
     def embed_dim(self) -> int:
         """Size of the joint embedding (probed once with a blank image)."""
         if not hasattr(self, "_embed_dim"):
@@ -235,25 +240,26 @@ class OpenCLIP(nn.Module):
         return self._embed_dim
 
     def embed_images(self, images: Tensor) -> Tensor:
-        """(N, 3, *image_size) in [0, 1] -> (N, D) unit-norm float32 embeddings (differentiable)."""
+        """(N, 3, *image_size) in [0, 1] -> (N, D) unit-norm embeddings in ``compute_dtype`` (differentiable)."""
         if tuple(images.shape[-2:]) != self.image_size:
             raise ValueError(f"images must be {self.image_size} for {self.model_name}, got {tuple(images.shape[-2:])}")
-        x = (images.float() - self.mean) / self.std
-        return F.normalize(self.model.encode_image(x.to(self.dtype)).float(), dim=-1)
+        compute = self.compute_dtype
+        x = (images.to(compute) - self.mean.to(compute)) / self.std.to(compute)
+        return F.normalize(self.model.encode_image(x.to(self.dtype)).to(compute), dim=-1)
 
     def embed_text(self, prompts: Sequence[str]) -> Tensor:
-        """Prompts -> (N, D) unit-norm float32 embeddings, without gradients."""
+        """Prompts -> (N, D) unit-norm embeddings in ``compute_dtype``, without gradients."""
         tokens = self.tokenizer(list(prompts))
         self._check_tokens(tokens)
         tokens = tokens.to(self.mean.device)
         with torch.no_grad():
-            return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            return F.normalize(self.model.encode_text(tokens).to(self.compute_dtype), dim=-1)
 
     def resize(self, images: Tensor) -> Tensor:
         """CLIP-style preprocessing of (N, 3, H, W) images: bicubic resize of the short side, center crop (differentiable)."""
         height, width = images.shape[-2:]
         scale = max(self.image_size[0] / height, self.image_size[1] / width)
         new = (max(self.image_size[0], round(height * scale)), max(self.image_size[1], round(width * scale)))
-        x = F.interpolate(images.float(), size=new, mode="bicubic", antialias=True, align_corners=False)
+        x = F.interpolate(images.to(self.compute_dtype), size=new, mode="bicubic", antialias=True, align_corners=False)
         top, left = (new[0] - self.image_size[0]) // 2, (new[1] - self.image_size[1]) // 2
         return x[..., top : top + self.image_size[0], left : left + self.image_size[1]]
