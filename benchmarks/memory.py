@@ -2,6 +2,8 @@
 
 CUDA has ``torch.cuda.max_memory_allocated``; the CPU has no such counter, so this mode records
 each new storage an op returns and drops it when Python frees it (``weakref.finalize``).
+An output that shares a storage with one of the op's inputs (a view, an in-place op) is not new:
+it is counted already, or it was live before entry (a frozen weight seen through ``aten.t``).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ class PeakMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = id(storage)
-                if key not in self.live:
+                if key not in self.live and key not in inputs:
                     self.live[key] = storage.nbytes()
                     self.current += storage.nbytes()
                     self.peak = max(self.peak, self.current)
