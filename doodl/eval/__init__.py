@@ -1,3 +1,6 @@
-"""Evaluation: statistics with confidence intervals, the digits world's scorers (guide, judge,
-tiny CLIP, KID/FID on the judge's features) and report writers (markdown table, bar chart).
-Nothing is loaded at import."""
+"""Evaluation: judges (``judges``: guidance-loss scores, classifier accuracy, ink mass;
+``distances``: KID / FID; ``registry``: judges by name), scoring of (item, method) records
+(``scoring``), statistics with confidence intervals (``stats``), the comparison summary and its
+files (``summary``, ``writers``, ``plot``, ``side_by_side``: the W&B table), the digits world's
+parts (``digits_parts``), and the digits benchmark's scorers and report (``digits``, ``report``,
+``runs``). Nothing is loaded at import."""

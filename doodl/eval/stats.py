@@ -1,4 +1,6 @@
-"""Confidence intervals for benchmark tables: Wilson for accuracies, percentile bootstrap for means."""
+"""Confidence intervals for benchmark tables: Wilson for accuracies, percentile bootstrap for means,
+paired percentile bootstrap for differences of two scores of the same items. Every bootstrap draws
+from its own ``torch.Generator`` seeded explicitly: the same values give the same interval."""
 
 from __future__ import annotations
 
@@ -20,11 +22,22 @@ def wilson(k: float, n: int, z: float = 1.96) -> list[float]:
 
 
 def bootstrap(values: Tensor, n_boot: int = 2000, seed: int = 0) -> list[float]:
-    """Percentile bootstrap 95% interval of the mean of ``values`` (N,) (items resampled)."""
+    """Percentile bootstrap 95% interval of the mean of ``values`` (N,) (items resampled); NaNs for N = 0."""
+    if len(values) == 0:
+        return [math.nan, math.nan]
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(len(values), (n_boot, len(values)), generator=g)
     means = values.double()[idx].mean(1)
     return [float(means.quantile(0.025)), float(means.quantile(0.975))]
+
+
+def paired_bootstrap(a: Tensor, b: Tensor, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """Paired percentile bootstrap 95% interval of mean(a - b) for two scores of the same N items:
+    items are resampled together, so what the two share (the item's difficulty) cancels. When
+    a == b every resampled difference is exactly 0, and so is the interval."""
+    if a.shape != b.shape or a.dim() != 1:
+        raise ValueError(f"paired_bootstrap needs two (N,) scores of the same items, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return bootstrap(a.double() - b.double(), n_boot, seed)
 
 
 def summarize(m: dict[str, Tensor]) -> dict[str, Any]:
