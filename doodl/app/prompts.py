@@ -11,6 +11,10 @@ Formats:
     .jsonl  one JSON object a line with at least "prompt".
     .csv    a header row with a "prompt" column; "seeds" and "reference_images" are ';'-separated.
 
+    datasets  a Hugging Face dataset: 'hf:owner/name', a dataset folder (save_to_disk, or .parquet /
+            .json / .arrow files), a .parquet or .arrow file; column names mapped to doodl's fields
+            ('?prompt=Prompt'), split and row limit: ``doodl.app.prompt_datasets``.
+
 Seeds: a row's "seed" (int) or "seeds" (list of ints), else the DataModule's ``seeds``.
 Paths ("reference_images", "image") are resolved relative to the prompt file's folder.
 """
@@ -22,7 +26,9 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from .prompt_datasets import is_dataset_source, read_dataset_rows
 
 
 SUPPORTED = (".txt", ".jsonl", ".csv")
@@ -265,34 +271,52 @@ def _expand(rows: list[tuple[int, dict, list[int]]], where: str) -> list[dict]:
     return items
 
 
-def read_items(path: str | Path, seeds: Sequence[int] = (0,)) -> list[dict]:
-    """Read and validate a prompt file; its items, prompts times seeds, in file order."""
+def read_items(path: str | Path, seeds: Sequence[int] = (0,), columns: Mapping[str, str] | None = None,
+               split: str | None = None, rows: int | None = None) -> list[dict]:
+    """Read and validate a prompt file or a Hugging Face dataset (``doodl.app.prompt_datasets``: a
+    folder, a .parquet / .arrow file, or 'hf:owner/name'); its items, prompts times seeds, in row order.
+    ``columns`` (doodl field -> dataset column), ``split`` and ``rows`` are for datasets only."""
     seeds = _check_seeds_arg(seeds)
+    if is_dataset_source(path):
+        where, base_dir, raw_rows = read_dataset_rows(path, columns, split, rows)
+        return _validated(raw_rows, where, base_dir, seeds)
+    given = [k for k, v in (("columns", columns), ("split", split), ("rows", rows)) if v]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to Hugging Face datasets sources, not to the prompt file {path}: "
+                         f"drop them, or give a dataset ('hf:owner/name', a dataset folder, .parquet or .arrow)")
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"prompt file {path} is a directory: give a .txt, .jsonl or .csv file")
+        raise ValueError(f"prompt file {path} is a directory: give a .txt, .jsonl or .csv file, or a Hugging Face "
+                         f"dataset folder (written by save_to_disk, or holding .parquet / .json / .arrow / .csv files)")
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist: give an existing .txt, .jsonl or .csv file")
+        raise FileNotFoundError(f"prompt file {path} does not exist: give an existing .txt, .jsonl or .csv file, "
+                                f"or a Hugging Face dataset ('hf:owner/name', a dataset folder, .parquet or .arrow)")
     ext = path.suffix.lower()
     if ext not in _READERS:
-        raise ValueError(f"{path}: unknown prompt file extension {path.suffix!r}: use one of {', '.join(SUPPORTED)}")
-    rows, problems = [], []
+        raise ValueError(f"{path}: unknown prompt file extension {path.suffix!r}: use one of {', '.join(SUPPORTED)}, "
+                         f"or a Hugging Face dataset (a dataset folder, .parquet, .arrow, or hf:{path} for a json file)")
     try:
-        for n, raw in _READERS[ext](path):
-            if isinstance(raw, str):
-                problems.append(f"{path}:{n}: {raw}")
-                continue
-            row, row_seeds, row_problems = _check_row(raw, path.parent, seeds)
-            problems += [f"{path}:{n}: {p}" for p in row_problems]
-            if not row_problems:
-                rows.append((n, row, row_seeds))
+        return _validated(_READERS[ext](path), str(path), path.parent, seeds)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}): save the file as UTF-8") from e
+
+
+def _validated(raw_rows: Iterable[tuple[int, dict | str]], where: str, base_dir: Path, seeds: list[int]) -> list[dict]:
+    """Every row checked (``_check_row``), all problems in one ValueError as ``where:row: problem``; the items."""
+    rows, problems = [], []
+    for n, raw in raw_rows:
+        if isinstance(raw, str):
+            problems.append(f"{where}:{n}: {raw}")
+            continue
+        row, row_seeds, row_problems = _check_row(raw, base_dir, seeds)
+        problems += [f"{where}:{n}: {p}" for p in row_problems]
+        if not row_problems:
+            rows.append((n, row, row_seeds))
     if problems:
-        raise ValueError(f"{path}: {len(problems)} bad row(s), fix them and run again:\n" + "\n".join(problems))
+        raise ValueError(f"{where}: {len(problems)} bad row(s), fix them and run again:\n" + "\n".join(problems))
     if not rows:
-        raise ValueError(f"{path}: no prompts found (the file is empty or holds only comments/headers)")
-    return _expand(rows, str(path))
+        raise ValueError(f"{where}: no prompts found (the file is empty or holds only comments/headers)")
+    return _expand(rows, where)
 
 
 def items_from_prompts(prompts: Sequence[str], seeds: Sequence[int] = (0,)) -> list[dict]:
