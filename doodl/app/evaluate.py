@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .start import load_image
+from doodl.run.start import load_image
 
 
 def failed_in_run(folder: Path, item_id: str) -> bool:
@@ -22,10 +22,10 @@ def failed_in_run(folder: Path, item_id: str) -> bool:
         return False
 
 
-def evaluate_batch(module: Any, batch: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Per-item guidance score of the saved image of each item in ``module.hparams.eval_dir``;
-    NaN for an item the run reported as failed (it has no image)."""
-    folder = module.hparams.eval_dir
+def evaluate_batch(context: Any, eval_dir: str | None, batch: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Per-item guide score (``context``: a ``doodl.run.context.RunContext``) of the saved image of each
+    item in ``eval_dir``; NaN for an item the run reported as failed (it has no image)."""
+    folder = eval_dir
     if folder is None:
         raise ValueError("doodl test needs model.eval_dir: the folder of a run's final images (RUN/final)")
     folder = Path(folder)
@@ -35,11 +35,10 @@ def evaluate_batch(module: Any, batch: Sequence[Mapping[str, Any]]) -> dict[str,
     missing = [it["id"] for it, f in zip(batch, failed) if not f and not (folder / f"{it['id']}.png").is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} item(s) have no image in {folder}: {', '.join(missing[:5])}")
-    h = module.hparams
-    scores = torch.full((len(batch),), float("nan"), device=module.device)
+    c = context.chain
+    scores = torch.full((len(batch),), float("nan"), device=context.device)
     present = [k for k, f in enumerate(failed) if not f]
     if present:
-        images = torch.cat([load_image(folder / f"{batch[k]['id']}.png", h.height, h.width) for k in present])
-        with torch.no_grad():
-            scores[present] = module.guidance.score(images.to(module.device), [batch[k] for k in present]).float()
+        images = torch.cat([load_image(folder / f"{batch[k]['id']}.png", c.height, c.width) for k in present])
+        scores[present] = context.score(images.to(context.device), [batch[k] for k in present]).to(scores.device)
     return {"score": scores}

@@ -9,27 +9,22 @@ the batch or the rank it runs in, and a checkpoint restores it exactly.
 
 from __future__ import annotations
 
-import logging
-import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor, nn
-
-from doodl.core import MODES, sample_with_grad
-from doodl.core.sampler import DEFAULT_MIX
-from doodl.models.loading import DTYPES
-
 from lightning.pytorch.strategies import DDPStrategy
+from torch import nn
 
-from .images import delivered_and_scored
-from .items import ItemState
-from .selection import BEST_BY, outcome, rank, reached, resolve_direction, summary
-from .start import StartLatents
+from doodl.core.sampler import DEFAULT_MIX
+from doodl.run.context import Chain, RunContext
+from doodl.run.result import ItemResult
+from doodl.run.runner import DOODLRunner, check_guidance_scale, paper_update
+from doodl.run.selection import summary
+
 from .strategy import ItemParallelStrategy
 
-_log = logging.getLogger(__name__)
+PREDICT_METHODS = ("plain", "onestep")
 
 
 class StepCounter(torch.optim.Optimizer):
@@ -62,7 +57,7 @@ class DOODL(L.LightningModule):
             (``doodl.DOODLOptimizer``), published defaults.
         target_score: stop an item early once the guidance score of its image reaches this (None:
             never). Scores, early stop and the best iterate all read the image as its PNG holds it
-            (clamped to [0, 1], 8 bits: ``doodl.app.images.delivered``); the loss reads the decoded one.
+            (clamped to [0, 1], 8 bits: ``doodl.run.images.delivered``); the loss reads the decoded one.
         score_direction: "max" if a higher score is better, "min" if lower; None (default): the
             guidance loss's own ``score_direction`` (CLIP, classifier, aesthetic: "max"; a loss
             whose score is the loss itself: "min").
@@ -75,7 +70,7 @@ class DOODL(L.LightningModule):
         eval_dir: for ``doodl test``: the folder of a run's final images to score (RUN/final).
 
     After fit, ``n_failed`` counts the items (over all ranks) that had no finite iterate, and
-    therefore no result (status "failed": see ``doodl.app.selection.outcome``); rank 0 prints a
+    therefore no result (status "failed": see ``doodl.run.selection.outcome``); rank 0 prints a
     one-line summary of the outcomes.
     """
 
@@ -109,43 +104,28 @@ class DOODL(L.LightningModule):
         eval_dir: str | None = None,
     ):
         super().__init__()
-        if not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
-        if grad_mode not in MODES:
-            raise ValueError(f"grad_mode must be one of {MODES}, got {grad_mode!r}")
-        if loss_on not in ("both", "x"):
-            raise ValueError(f"loss_on must be 'both' or 'x', got {loss_on!r}")
-        if latent_dtype not in DTYPES:
-            raise ValueError(f"latent_dtype must be one of {sorted(DTYPES)}, got {latent_dtype!r}")
-        if best_by not in BEST_BY:
-            raise ValueError(f"best_by must be 'loss' or 'score', got {best_by!r}")
-        self.score_direction = resolve_direction(guidance, score_direction, target_score is not None or best_by == "score")
-        if predict_method not in ("plain", "onestep"):
+        if predict_method not in PREDICT_METHODS:
             raise ValueError(f"predict_method must be 'plain' or 'onestep', got {predict_method!r}")
-        if not guidance_scale >= 0:
-            raise ValueError(
-                f"model.guidance_scale must be >= 0, got {guidance_scale}: it multiplies a loss that DOODL minimizes, "
-                "and a negative one would steer away from the target while target_score and the best iterate still "
-                "treat a better score as better. No doodl loss steers away; to steer away, use a loss whose score "
-                "rises away from the target, with guidance_scale >= 0")
-        if not 0.0 < edit_strength <= 1.0:
-            raise ValueError(f"edit_strength must lie in (0, 1], got {edit_strength}")
+        check_guidance_scale(guidance_scale, "model.guidance_scale")
+        chain = Chain(num_steps=num_steps, mix=mix, leapfrog=leapfrog, cfg_scale=cfg_scale, height=height, width=width,
+                      latent_dtype=latent_dtype, edit_strength=edit_strength, decode_clamp=decode_clamp)
         self.save_hyperparameters(ignore=["model", "guidance"])
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold the latents, not the frozen networks
-        self.model = model.requires_grad_(False)
-        self.guidance = guidance.requires_grad_(False)
-        self.sampler = model.sampler(num_steps, mix, leapfrog)
-        self.start_step = num_steps - max(1, round(edit_strength * num_steps))
-        self.states: dict[str, ItemState] = {}
+        self.model, self.guidance = model, guidance  # registered, so the trainer moves them to its device
+        self.context = RunContext(model, guidance, chain)
+        update = paper_update(grad_scale=grad_scale, clip_grad_val=clip_grad_val, momentum=momentum, perturb=perturb,
+                              tied=tied, renormalize=renormalize)
+        self.runner = DOODLRunner(self.context, iterations=iterations, grad_mode=grad_mode,
+                                  guidance_scale=guidance_scale, loss_on=loss_on, update=update,
+                                  target_score=target_score, score_direction=score_direction, best_by=best_by)
         self.my_ids: list[str] | None = None  # this rank's items (None: no datamodule said which)
-        self._restored: dict[str, dict] = {}
         self.n_failed = 0  # this run's items with no finite iterate, over all ranks (set at the end of fit)
 
-    # ---- items -------------------------------------------------------------------------
     @property
-    def latent_dtype(self) -> torch.dtype:
-        return DTYPES[self.hparams.latent_dtype]
+    def states(self):
+        """The items' states (``doodl.run.items.ItemState``), by id."""
+        return self.runner.states
 
     def setup(self, stage: str) -> None:
         strategy = self.trainer.strategy
@@ -156,170 +136,82 @@ class DOODL(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "items_for_rank"):
             self.my_ids = [it["id"] for it in dm.items_for_rank(self.global_rank, self.trainer.world_size)]
-        if stage == "fit" and self.trainer.max_epochs not in (None, -1) and self.trainer.max_epochs < self.hparams.iterations:
+        if stage == "fit":
+            self.check_max_epochs(self.trainer.max_epochs)
+
+    def check_max_epochs(self, max_epochs: int | None) -> None:
+        """One epoch runs one iteration of every item: fewer epochs than iterations would cut every item short."""
+        if max_epochs not in (None, -1) and max_epochs < self.hparams.iterations:
             raise ValueError(
-                f"trainer.max_epochs={self.trainer.max_epochs} is below model.iterations={self.hparams.iterations}: "
+                f"trainer.max_epochs={max_epochs} is below model.iterations={self.hparams.iterations}: "
                 "one epoch runs one iteration of every item; set trainer.max_epochs to -1 (stop when done)")
 
-    def starts(self) -> StartLatents:
-        h = self.hparams
-        return StartLatents(self.model, self.sampler, h.height, h.width, self.latent_dtype, self.start_step, h.cfg_scale)
-
-    def state(self, item: Mapping[str, Any]) -> ItemState:
-        """The item's state, created from its seed (or its image's inversion) on first use."""
-        st = self.states.get(item["id"])
-        if st is None:
-            x, y, extra = self.starts()(item)
-            h = self.hparams
-            st = ItemState.create(
-                item["id"], x, y, int(item.get("seed", 0)), grad_scale=h.grad_scale, clip_grad_val=h.clip_grad_val,
-                momentum=h.momentum, perturb=h.perturb, tied=h.tied, renormalize=h.renormalize)
-            st.extra.update(extra)
-            if item["id"] in self._restored:
-                st.load_state_dict(self._restored.pop(item["id"]))
-                if math.isfinite(st.best_loss) and "score" in st.best_scores:  # rank by this run's best_by
-                    st.best_rank = self.rank(st.best_loss, st.best_scores)
-            self.states[item["id"]] = st
-        return st
-
-    def due(self, st: ItemState) -> bool:
-        """Run the item now? Not if it is finished, or already ran this epoch's iteration
-        (a run resumed mid-epoch replays the epoch's batches)."""
-        return not st.stopped_early and st.iterations < self.hparams.iterations and st.iterations <= self.current_epoch
-
-    # ---- one DOODL iteration -------------------------------------------------------------
-    def images_and_loss(self, batch: Sequence[Mapping], states: Sequence[ItemState]) -> tuple[Tensor, Tensor, dict]:
-        """Chain with gradient, decode, per-item loss (B,), scores; the graph reaches the latents.
-
-        The loss reads the decoded image; the images returned and their scores are the delivered
-        ones (``doodl.app.images.delivered``: as saved), with a NaN score for a non-finite image."""
-        h = self.hparams
-        eps_fn = self.model.eps_fn(self.model.encode_prompt([it["prompt"] for it in batch]), h.cfg_scale)
-        xT = torch.cat([st.x for st in states])
-        yT = torch.cat([st.y for st in states])
-        x0, y0 = sample_with_grad(self.sampler, eps_fn, xT, yT, mode=h.grad_mode, start=self.start_step)
-        items = [{**it, "generator": st.crop_generator} for it, st in zip(batch, states)]
-        weights = torch.tensor([float(it.get("weight", 1.0)) for it in batch], device=xT.device, dtype=xT.dtype)
-        img_x = self.model.decode(x0, clamp=h.decode_clamp)
-        loss = self.guidance(img_x, items)
-        if h.loss_on == "both":
-            loss = loss + self.guidance(self.model.decode(y0, clamp=h.decode_clamp), items)
-        loss = h.guidance_scale * weights * loss.to(weights.dtype)
-        images, score, _ = delivered_and_scored(img_x.detach(), lambda im: self.guidance.score(im, items))
-        return images, loss, {"score": score}
-
+    # ---- training: one DOODL iteration per step ---------------------------------------------------
     def training_step(self, batch: list[dict], batch_idx: int) -> dict[str, Any] | None:
-        pairs = [(it, self.state(it)) for it in batch]
-        pairs = [(it, st) for it, st in pairs if self.due(st)]
-        if not pairs:
-            self.optimizers().step()  # every rank steps alike, whether it had items or not
+        # an item runs iteration k in epoch k: a run resumed mid-epoch replays the epoch's batches
+        due = [it for it in batch if not self.runner.finished(self.runner.state(it))
+               and self.runner.state(it).iterations <= self.current_epoch]
+        if due:
+            out = self.runner.iterate(due, self.manual_backward)
+            self.log_step(out)
+        self.optimizers().step()  # every rank steps alike, whether it had items or not
+        if not due:
             return None
-        states = [p[1] for p in pairs]
-        images, it_loss, scores = self.iterate([p[0] for p in pairs], states, self.manual_backward)
-        self.log_step(states, it_loss, scores)
-        self.optimizers().step()
-        return {"ids": [st.id for st in states], "images": images.float().cpu(), "item_loss": it_loss,
-                "scores": {k: v.cpu() for k, v in scores.items()}, "iteration": self.current_epoch}
+        return {"ids": out.ids, "images": out.images, "item_loss": out.loss, "scores": out.scores,
+                "finite": out.finite, "iteration": self.current_epoch}
 
-    def iterate(self, batch: Sequence[dict], states: Sequence[ItemState], backward: Callable[[Tensor], None]
-                ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """One DOODL iteration of these items: chain, loss, ``backward`` of the finite losses, then
-        per item: record the iterate (a result only if finite), update (skipped if non-finite), count,
-        stop at the target."""
-        images, loss, scores = self.images_and_loss(batch, states)
-        finite = torch.isfinite(loss)
-        if bool(finite.any()):
-            backward(loss[finite].sum())
-        it_loss = loss.detach().float().cpu()
-        h = self.hparams
-        for k, st in enumerate(states):
-            item_scores = {name: float(v[k]) for name, v in scores.items()}
-            st.record(float(it_loss[k]), st.iterations, images[k], item_scores, self.rank(it_loss[k], item_scores))
-            if not bool(finite[k]):
-                st.x.grad = st.y.grad = None
-            if not st.optimizer.step()[0]:
-                st.skipped_updates += 1
-                _log.warning("item %s: non-finite loss or gradient at iteration %d, update skipped", st.id, st.iterations)
-            st.optimizer.zero_grad()
-            st.iterations += 1
-            if reached(item_scores["score"], h.target_score, self.score_direction):
-                st.stopped_early = True
-        return images, it_loss, scores
-
-    def rank(self, loss: float, scores: dict[str, float]) -> float:
-        """What the best iterate minimizes (``best_by``): the loss, or the score signed by direction."""
-        return rank(loss, scores["score"], self.hparams.get("best_by", "loss"), self.score_direction)
-
-    def log_step(self, states: Sequence[ItemState], loss: Tensor, scores: dict[str, Tensor]) -> None:
-        n = len(states)
+    def log_step(self, out) -> None:
+        n, loss = len(out.ids), out.loss
         finite = loss[torch.isfinite(loss)]
         if len(finite):
             self.log("loss", finite.mean(), batch_size=n, prog_bar=True, on_step=True, on_epoch=True)
-        for name, v in scores.items():
+        for name, v in out.scores.items():
             self.log(name, v.mean(), batch_size=n, prog_bar=True, on_step=True, on_epoch=True)
-        for k, st in enumerate(states):
-            self.log(f"items/{st.id}/loss", loss[k], batch_size=1, on_step=True, on_epoch=False)
-            for name, v in scores.items():
-                self.log(f"items/{st.id}/{name}", v[k], batch_size=1, on_step=True, on_epoch=False)
+        for k, item_id in enumerate(out.ids):
+            self.log(f"items/{item_id}/loss", loss[k], batch_size=1, on_step=True, on_epoch=False)
+            for name, v in out.scores.items():
+                self.log(f"items/{item_id}/{name}", v[k], batch_size=1, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self) -> None:
         # a rank with no items is done at once (every epoch visits all of a rank's items, so after
         # the first one ``states`` holds them all where no datamodule listed them)
         mine = self.my_ids if self.my_ids is not None else list(self.states)
-        done = all(self.finished(i) for i in mine)
-        done = self.trainer.strategy.reduce_boolean_decision(done, all=True)
-        self.log("items_done", float(sum(self.finished(i) for i in mine)), prog_bar=True, reduce_fx="sum")
+        n_done = sum(self.runner.finished(self.states.get(i)) for i in mine)
+        done = self.trainer.strategy.reduce_boolean_decision(n_done == len(mine), all=True)
+        self.log("items_done", float(n_done), prog_bar=True, reduce_fx="sum")
         if done:
             self.trainer.should_stop = True
 
-    def finished(self, item_id: str) -> bool:
-        st = self.states.get(item_id)
-        return st is not None and (st.stopped_early or st.iterations >= self.hparams.iterations)
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Each item owns a DOODLOptimizer (items.ItemState). Lightning counts ``global_step`` in
-        optimizer steps, which its loggers and checkpointing key on, so one ``StepCounter``
+        """Each item owns its update (``doodl.run.items.ItemState``). Lightning counts ``global_step``
+        in optimizer steps, which its loggers and checkpointing key on, so one ``StepCounter``
         step is taken per training step."""
         return StepCounter()
 
     # ---- results and checkpoints -----------------------------------------------------------
     @property
-    def final_outputs(self) -> list[dict[str, Any]]:
-        """One record per item of this rank that ran: its best image (as saved), loss, scores and
-        ``status`` (see ``status``); a failed item has ``image`` None and its ``failure``."""
+    def final_outputs(self) -> list[ItemResult]:
+        """One ``ItemResult`` per item of this rank that ran: its best iterate (as saved), or none (failed)."""
         dm = getattr(self.trainer, "datamodule", None)
         by_id = {it["id"]: it for it in getattr(dm, "items", [])}
         out = []
         for item_id in self.my_ids if self.my_ids is not None else list(self.states):
             st = self.states.get(item_id)
-            if st is None or st.iterations == 0:
-                continue
-            status = self.status(st)
-            out.append({
-                "id": item_id, "item": by_id.get(item_id, {"id": item_id}), "image": st.best_image, "status": status,
-                "failure": f"{st.failure} at every iteration" if status == "failed" else None,
-                "loss": st.best_loss, "scores": dict(st.best_scores, **st.extra), "best_iteration": st.best_iteration,
-                "iterations": st.iterations, "stopped_early": st.stopped_early, "skipped_updates": st.skipped_updates,
-            })
+            if st is not None and st.iterations > 0:
+                out.append(self.runner.result(by_id.get(item_id, {"id": item_id})))
         return out
-
-    def status(self, st: ItemState) -> str:
-        """An item's outcome (``doodl.app.selection.outcome``)."""
-        return outcome(st.has_result, st.stopped_early, st.iterations, self.hparams.iterations)
 
     def on_train_end(self) -> None:
         """Count the outcomes over all ranks (``n_failed``) and print them on rank 0, one line."""
         from .callbacks.common import gather
 
-        local = [(o["status"], o["failure"]) for o in self.final_outputs]
+        local = [(r.status, r.failure) for r in self.final_outputs]
         every = [x for part in gather(self.trainer, local) for x in part]
         self.n_failed = sum(s == "failed" for s, _ in every)
         self.print(summary(every))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        mine = set(self.my_ids) if self.my_ids is not None else set(self.states) | set(self._restored)
-        local = {i: st.state_dict() for i, st in self.states.items() if i in mine}
-        local.update({i: s for i, s in self._restored.items() if i in mine})  # restored, not reached yet
+        local = self.runner.state_dict(self.my_ids)
         if self.trainer.world_size > 1:
             gathered = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(gathered, local)
@@ -330,21 +222,19 @@ class DOODL(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "doodl_items" not in checkpoint:
             raise ValueError("this checkpoint has no 'doodl_items': it was not written by doodl's DOODL module")
-        self.states.clear()
-        mine = self.my_ids
-        self._restored = {i: s for i, s in checkpoint["doodl_items"].items() if mine is None or i in mine}
+        self.runner.load_state_dict(checkpoint["doodl_items"], self.my_ids)
 
-    # ---- predict: the unguided sample or the one-step baseline on the same items --------------
-    def predict_step(self, batch: list[dict], batch_idx: int) -> dict[str, Any]:
-        from .baseline import predict_images
+    # ---- predict and test: the baselines on the same items, and scores of saved images ------------
+    def predict_step(self, batch: list[dict], batch_idx: int) -> list[ItemResult]:
+        from doodl.run.methods import OneStep, Unguided
 
-        with torch.inference_mode(False):  # the one-step baseline differentiates through the UNet
-            return predict_images(self, batch, self.hparams.predict_method)
+        method = Unguided("plain") if self.hparams.predict_method == "plain" else OneStep(self.hparams.guidance_scale)
+        return method.run(self.context, batch)
 
     def test_step(self, batch: list[dict], batch_idx: int) -> None:
         from .evaluate import evaluate_batch
 
-        for name, v in evaluate_batch(self, batch).items():  # NaN: an item the run reported as failed
+        for name, v in evaluate_batch(self.context, self.hparams.eval_dir, batch).items():  # NaN: an item the run reported as failed
             ok = torch.isfinite(v)
             if bool(ok.any()):
                 self.log(f"test/{name}", v[ok].mean(), batch_size=int(ok.sum()))
@@ -352,4 +242,3 @@ class DOODL(L.LightningModule):
             for k, it in enumerate(batch):
                 if bool(ok[k]):
                     self.log(f"test/items/{it['id']}/{name}", v[k], batch_size=1)
-

@@ -8,6 +8,8 @@ from typing import Any, Sequence
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from doodl.run.result import ItemResult
+
 from .callbacks.common import jsonable, write_png
 from .paths import run_dir
 
@@ -20,20 +22,19 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self) -> None:
         super().__init__(write_interval="batch")
 
-    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict[str, Any],
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: list[ItemResult],
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        folder = run_dir(trainer) / "predict" / prediction["method"]
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"results.rank{trainer.global_rank}.jsonl", "a") as f:
-            for k, item_id in enumerate(prediction["ids"]):
-                status = prediction.get("status", ["done"] * len(prediction["ids"]))[k]
-                path = folder / f"{item_id}.png"
-                if status != "failed":
-                    write_png(path, prediction["images"][k])
-                item = {key: v for key, v in prediction["items"][k].items() if _jsonable(v)}
-                scores = {name: float(v[k]) for name, v in prediction["scores"].items()}
-                f.write(json.dumps(jsonable({"id": item_id, "method": prediction["method"], "status": status,
-                                             "image": None if status == "failed" else str(path), **scores,
+        for res in prediction:
+            folder = run_dir(trainer) / "predict" / res.method
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{res.id}.png"
+            if not res.failed:
+                write_png(path, res.image)
+            item = {key: v for key, v in res.item.items() if _jsonable(v)}
+            record = res.to_record()
+            record.update(record.pop("scores"))  # "score" at the top, as before
+            with open(folder / f"results.rank{trainer.global_rank}.jsonl", "a") as f:
+                f.write(json.dumps(jsonable({**record, "image": None if res.failed else str(path),
                                              "item": item})) + "\n")
 
 

@@ -1,13 +1,14 @@
 """The digits benchmark's items and runs: each method from the same seeded noise, through the
-app's own code (``doodl.app.baseline.predict_images`` and ``DOODL.iterate``)."""
+runner (``doodl.run``)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from doodl.app.baseline import predict_images
-from doodl.app.module import DOODL
+from doodl.run.context import Chain, RunContext
+from doodl.run.methods import OneStep, Unguided
+from doodl.run.runner import DOODLRunner, paper_update
 from doodl.digits.data import SEEN, caption
 from doodl.digits.world import DigitClassifierLoss
 
@@ -32,45 +33,48 @@ def guide_loss(s: dict) -> DigitClassifierLoss:
     return DigitClassifierLoss(cutouts=s["cutouts"], min_cut=s["min_cut"], cut_power=s["cut_power"])
 
 
-def build_module(model: nn.Module, guidance: nn.Module, s: dict) -> DOODL:
-    return DOODL(model, guidance, iterations=s["iterations"], num_steps=s["num_steps"], grad_mode="invert",
-                 cfg_scale=s["cfg_scale"], guidance_scale=s["guidance_scale"], clip_grad_val=s["clip_grad_val"],
-                 perturb=s["perturb"], renormalize=s["renormalize"], target_score=s["target_score"], best_by=s["best_by"],
-                 height=16, width=16)
+def build_module(model: nn.Module, guidance: nn.Module, s: dict) -> DOODLRunner:
+    """The benchmark's DOODL on a 16x16 chain (``doodl.run.runner.DOODLRunner``)."""
+    ctx = RunContext(model, guidance, Chain(num_steps=s["num_steps"], cfg_scale=s["cfg_scale"], height=16, width=16))
+    update = paper_update(clip_grad_val=s["clip_grad_val"], perturb=s["perturb"], renormalize=s["renormalize"])
+    return DOODLRunner(ctx, iterations=s["iterations"], grad_mode="invert", guidance_scale=s["guidance_scale"],
+                       update=update, target_score=s["target_score"], best_by=s["best_by"])
 
 
-def run_baseline(module: DOODL, items: list[dict], method: str, batch_size: int) -> Tensor:
+def run_baseline(module: DOODLRunner, items: list[dict], method: str, batch_size: int) -> Tensor:
+    """``method`` "plain" (unguided) or "onestep" (at the runner's guidance scale) on every item."""
+    m = Unguided() if method == "plain" else OneStep(module.guidance_scale)
     out = []
     for start in range(0, len(items), batch_size):
-        out.append(predict_images(module, items[start:start + batch_size], method)["images"])
-    return torch.cat(out).clamp(0, 1)
+        out += [r.image for r in m.run(module.ctx, items[start:start + batch_size])]
+    if any(im is None for im in out):
+        raise RuntimeError(f"{method} gave a non-finite image: fix the benchmark's settings before scoring")
+    return torch.stack(out).clamp(0, 1)
 
 
-def run_doodl(module: DOODL, items: list[dict], batch_size: int) -> tuple[Tensor, list[list[float]], list[int]]:
-    """Result images (N, 3, H, W; the module's ``best_by`` rule), the guide score of every item at
+def run_doodl(module: DOODLRunner, items: list[dict], batch_size: int) -> tuple[Tensor, list[list[float]], list[int]]:
+    """Result images (N, 3, H, W; the runner's ``best_by`` rule), the guide score of every item at
     every iteration (the last one carried on after an early stop) and the iterations each item
-    ran. Each iteration is the app's own (``DOODL.iterate``); an item stops once its score reaches
-    ``target_score``, so the budget goes to the items that need it."""
-    iterations, images, trace, ran = module.hparams.iterations, [], [], []
+    ran. An item stops once its score reaches ``target_score``, so the budget goes to the items
+    that need it."""
+    iterations, images, trace, ran = module.iterations, [], [], []
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        states = [module.state(it) for it in batch]
-        scores_of: list[list[float]] = [[] for _ in batch]
-        for _ in range(iterations):
-            active = [j for j, st in enumerate(states) if not st.stopped_early]
-            if not active:
-                break
-            _, _, scores = module.iterate([batch[j] for j in active], [states[j] for j in active], Tensor.backward)
-            for jj, j in enumerate(active):
-                scores_of[j].append(float(scores["score"][jj]))
-        trace += [sc + [sc[-1]] * (iterations - len(sc)) for sc in scores_of]
-        ran += [st.iterations for st in states]
-        failed = [st.id for st in states if not st.has_result]
+        scores_of: dict[str, list[float]] = {it["id"]: [] for it in batch}
+
+        def keep(out) -> None:
+            for jj, item_id in enumerate(out.ids):
+                scores_of[item_id].append(float(out.scores["score"][jj]))
+
+        results = module.run(batch, keep)
+        trace += [sc + [sc[-1]] * (iterations - len(sc)) for sc in scores_of.values()]
+        ran += [r.iterations for r in results]
+        failed = [r.id for r in results if r.failed]
         if failed:  # no finite iterate: nothing to judge, and nothing to quietly count as an image
             raise RuntimeError(f"DOODL found no finite iterate for {len(failed)} item(s) ({', '.join(failed)}): "
                                "the benchmark's settings give non-finite latents or losses; fix them before scoring")
-        images += [st.best_image for st in states]
-        for st in states:  # free the latents and momentum of finished items
-            module.states.pop(st.id)
+        images += [r.image for r in results]
+        for r in results:  # free the latents and momentum of finished items
+            module.release(r.id)
         print(f"  doodl items {start + len(batch)}/{len(items)}", flush=True)
     return torch.stack(images).clamp(0, 1), trace, ran

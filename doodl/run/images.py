@@ -25,7 +25,7 @@ def to_uint8(images: Tensor) -> Tensor:
 
 def delivered(images: Tensor) -> Tensor:
     """``images`` as their PNG files hold them: clamped to [0, 1], 8 bits, back as floats in the
-    images' dtype and on their device (k / 255, as ``doodl.app.start.load_image`` reads a PNG)."""
+    images' dtype and on their device (k / 255, as ``doodl.run.start.load_image`` reads a PNG)."""
     return to_uint8(images).to(device=images.device, dtype=images.dtype) / 255.0
 
 

@@ -15,6 +15,8 @@ from torch import Tensor
 
 from doodl.core.update import DOODLOptimizer
 
+from .cost import Cost
+
 
 def item_generator(seed: int, stream: int) -> torch.Generator:
     """A CPU generator for one of an item's random streams (0: perturbation, 1: crops)."""
@@ -41,12 +43,17 @@ class ItemState:
     skipped_updates: int = 0
     failure: str | None = None  # why the latest rejected iterate was not a result ("non-finite loss", ...)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. inversion PSNR of an edit
+    cost: Cost = field(default_factory=Cost)  # noise-model evaluations and wall time spent so far
 
     @classmethod
-    def create(cls, item_id: str, x: Tensor, y: Tensor, seed: int, **opt_kwargs: Any) -> "ItemState":
+    def create(cls, item_id: str, x: Tensor, y: Tensor, seed: int, update: Any = None, **opt_kwargs: Any) -> "ItemState":
+        """A fresh state; ``update(pairs, generator=...)`` builds its update (default: ``DOODLOptimizer``
+        with ``opt_kwargs``), fed with the item's perturbation stream."""
         x = torch.nn.Parameter(x.detach().clone())
         y = torch.nn.Parameter(y.detach().clone())
-        opt = DOODLOptimizer([(x, y)], generator=item_generator(seed, 0), **opt_kwargs)
+        if update is not None and opt_kwargs:
+            raise ValueError("give either an update factory or DOODLOptimizer settings, not both")
+        opt = (update or DOODLOptimizer)([(x, y)], generator=item_generator(seed, 0), **opt_kwargs)
         return cls(id=item_id, x=x, y=y, optimizer=opt, crop_generator=item_generator(seed, 1))
 
     def record(self, loss: float, iteration: int, image: Tensor, scores: dict[str, float],
@@ -81,7 +88,7 @@ class ItemState:
             "best_iteration": self.best_iteration,
             "best_latents": self.best_latents, "best_image": self.best_image, "best_scores": self.best_scores,
             "stopped_early": self.stopped_early, "skipped_updates": self.skipped_updates, "extra": self.extra,
-            "failure": self.failure,
+            "failure": self.failure, "cost": self.cost.as_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -95,6 +102,7 @@ class ItemState:
             setattr(self, key, state[key])
         self.best_rank = state.get("best_rank", state["best_loss"])  # checkpoints from before best_by
         self.failure = state.get("failure")  # checkpoints from before failed items
+        self.cost = Cost.from_dict(state.get("cost"))  # checkpoints from before costs: counted from here
         if not (math.isfinite(self.best_loss) and math.isfinite(self.best_rank)):
             # older checkpoints kept the first iterate even when it was not finite: it is no result
             self.best_loss = self.best_rank = math.inf

@@ -11,6 +11,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+
+from doodl.run.result import ItemResult
 from lightning.pytorch.loggers import CSVLogger
 
 from doodl.app.callbacks import ImageWriter, ResultsTable
@@ -65,14 +67,18 @@ class FakeDOODL(L.LightningModule):
 
     @property
     def final_outputs(self):
-        outs = [{"id": i, **b, "iterations": self.iterations[i], "stopped_early": i == self.stop,
-                 "skipped_updates": int(b["best_iteration"] == 0), "failure": None,
-                 "status": "stopped_early" if i == self.stop else "done"}
-                for i, b in self.best.items() if i != self.drop]
-        for o in outs:
-            if o["id"] == self.fail:
-                o.update(image=None, status="failed", failure="non-finite loss at every iteration", loss=math.inf,
-                         scores={}, best_iteration=-1)
+        outs = []
+        for i, b in self.best.items():
+            if i == self.drop:
+                continue
+            failed = i == self.fail
+            outs.append(ItemResult(
+                id=i, item=b["item"], method="doodl", image=None if failed else b["image"],
+                loss=None if failed else b["loss"], scores={} if failed else b["scores"],
+                best_iteration=-1 if failed else b["best_iteration"], iterations=self.iterations[i],
+                stopped_early=i == self.stop, skipped_updates=int(b["best_iteration"] == 0),
+                status="failed" if failed else "stopped_early" if i == self.stop else "done",
+                failure="non-finite loss at every iteration" if failed else None))
         return outs
 
 

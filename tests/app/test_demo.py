@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from doodl.app.baseline import predict_images
+from doodl.run.methods import OneStep
 from doodl.app.callbacks import ContactSheet
 from doodl.app.cli import main
 
@@ -55,16 +55,16 @@ def test_onestep_scale_is_the_baselines_own(demo_run):
     batch = [dict(demo_run.trainer.datamodule.items[4])]  # an "eight"
     assert module.hparams.guidance_scale == 1.0  # the demo's DOODL scale; its one-step scale is 3.0
     with torch.inference_mode(False), one_torch_thread():  # every call on one thread (it ran outside)
-        own = predict_images(module, batch, "onestep", guidance_scale=3.0)["images"]
-        none = predict_images(module, batch, "onestep", guidance_scale=0.0)["images"]
-        default = predict_images(module, batch, "onestep")["images"]
-        explicit = predict_images(module, batch, "onestep", guidance_scale=1.0)["images"]
+        def onestep(*scale):
+            return OneStep(*scale).run(module.context, batch)[0].image
+
+        own, none, default, explicit = onestep(3.0), onestep(0.0), onestep(), onestep(1.0)
     assert (own - none).abs().max() > 0.1
     # default and explicit are one function run twice through the fixture's 4-step float32 chain of
     # guided steps: float32 rounding (a thread count, kernel or alignment that sums in another
     # order) is amplified by the chain. Pixels moved by 1.8e-6 on a Xeon (2 threads vs 1), and by
     # 5.9e-5 on an AMD EPYC in the full suite (issue 9). The images are the delivered 8-bit ones
-    # (doodl.app.images.delivered), so such a shift can flip a pixel by one level: the tolerance is
+    # (doodl.run.images.delivered), so such a shift can flip a pixel by one level: the tolerance is
     # one level (1/255), while a scale 1% off (1.01) moves pixels by 1.2e-2 (3 levels) and the other
     # scales (0, 3) by 1.0.
     torch.testing.assert_close(default, explicit, rtol=0, atol=1 / 255 + 1e-6)

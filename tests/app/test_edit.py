@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from doodl.app.cli import main
-from doodl.app.start import load_image, psnr
+from doodl.run.start import load_image, psnr
 
 from ..conftest import one_torch_thread
 
@@ -63,23 +63,23 @@ def fit(pipeline, root, prompt_file, *extra):
 def test_edit_reports_inversion_psnr_and_round_trip_is_exact(pipeline, tmp_path):
     image_file = write_png(tmp_path / "photo.png", seed=0)
     trainer, model = fit(pipeline, tmp_path, prompts(tmp_path, "photo.png"))
-    assert model.start_step == 2  # 4 steps, edit_strength 0.5: the last two are inverted
+    assert model.context.start_step == 2  # 4 steps, edit_strength 0.5: the last two are inverted
 
     rows = [json.loads(l) for l in (Path(trainer.log_dir) / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["iterations"] == 3
     reported = rows[0]["scores"]["inversion_psnr"]
     assert isinstance(reported, float) and np.isfinite(reported)
     (out,) = model.final_outputs
-    assert out["scores"]["inversion_psnr"] == reported
+    assert out.scores["inversion_psnr"] == reported
 
     (item,) = trainer.datamodule.items
     assert Path(item["image"]).resolve() == image_file.resolve()
     st = model.states[item["id"]]
     assert st.x.dtype == torch.float64 and not torch.equal(st.x, st.y)  # untied pair, float64
 
-    sd, sampler, h = model.model, model.sampler, model.hparams
+    sd, sampler, h = model.model, model.context.sampler, model.hparams
     with torch.no_grad():
-        x, y, extra = model.starts()(item)  # the unoptimized start: the inversion of the image
+        x, y, extra = model.context.start(item)  # the unoptimized start: the inversion of the image
         assert extra["inversion_psnr"] == pytest.approx(reported, abs=1e-9)
         assert x.dtype == torch.float64 and not torch.equal(x, y)
         noise = sd.initial_noise(1, 16, 16, generator=0, dtype=torch.float64)
@@ -89,7 +89,7 @@ def test_edit_reports_inversion_psnr_and_round_trip_is_exact(pipeline, tmp_path)
         z0 = sd.encode(image, dtype=torch.float64)
         vae_only = sd.decode(z0).clamp(0, 1)  # the best any inversion can do
         eps_fn = sd.eps_fn(sd.encode_prompt([item["prompt"]]), h.cfg_scale)
-        x0, y0 = sampler.sample(eps_fn, x, y, start=model.start_step)
+        x0, y0 = sampler.sample(eps_fn, x, y, start=model.context.start_step)
         torch.testing.assert_close(x0, z0, rtol=0, atol=1e-9)
         torch.testing.assert_close(y0, z0, rtol=0, atol=1e-9)
         round_trip = psnr(sd.decode(x0).clamp(0, 1), vae_only)

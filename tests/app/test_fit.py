@@ -51,8 +51,8 @@ def last_ckpt(root):
 def test_fit_writes_every_output_and_lowers_the_loss(pipeline, tmp_path):
     trainer, model = fit(pipeline, tmp_path)
     outs = model.final_outputs
-    assert sorted(o["id"] for o in outs) == sorted(it["id"] for it in trainer.datamodule.items)
-    assert all(o["iterations"] == 3 for o in outs)
+    assert sorted(o.id for o in outs) == sorted(it["id"] for it in trainer.datamodule.items)
+    assert all(o.iterations == 3 for o in outs)
     run = Path(trainer.log_dir)
     assert (run / "config.yaml").is_file()
     assert len(list((run / "final").glob("*.png"))) == 3
@@ -60,9 +60,9 @@ def test_fit_writes_every_output_and_lowers_the_loss(pipeline, tmp_path):
     assert len(rows) == 3
     # the loss of the iterates goes down for each item (the guidance pushes toward red)
     state = items_state(last_ckpt(tmp_path))
-    assert set(state) == {o["id"] for o in outs}
+    assert set(state) == {o.id for o in outs}
     for o in outs:
-        assert o["best_iteration"] >= 1, "DOODL did not improve on the starting noise"
+        assert o.best_iteration >= 1, "DOODL did not improve on the starting noise"
 
 
 def test_second_run_does_not_overwrite(pipeline, tmp_path):
@@ -80,7 +80,7 @@ def test_non_finite_item_is_skipped_others_go_on(pipeline, tmp_path):
     bad = [s for s in by_prompt.values() if "bad" in s.id]
     good = [s for s in by_prompt.values() if "bad" not in s.id]
     assert bad[0].skipped_updates == 3 and all(s.skipped_updates == 0 for s in good)
-    z = model.starts()({"id": bad[0].id, "seed": 0})[0]
+    z = model.context.start({"id": bad[0].id, "seed": 0})[0]
     torch.testing.assert_close(bad[0].x.detach(), z, rtol=0, atol=0)  # last good latents kept
     assert all(s.best_iteration >= 1 for s in good)
 
@@ -192,7 +192,7 @@ def test_test_subcommand_scores_saved_images(pipeline, tmp_path):
 def test_best_iterate_by_score_or_by_loss(pipeline):
     """best_by="score": the result is the iterate with the best score, even when another has a lower
     (crop-noisy) loss; old checkpoints without best_rank load with rank = loss."""
-    from doodl.app.items import ItemState
+    from doodl.run.items import ItemState
     from doodl.app.module import DOODL
     from doodl.models import StableDiffusion
 
@@ -217,10 +217,10 @@ def test_best_iterate_by_score_or_by_loss(pipeline):
     kw = dict(num_steps=2, iterations=1, height=4, width=4)  # 2x2 latents, as the states above
     # a checkpoint restored into a run with best_by="score" is re-ranked by score, not by loss
     resumed = DOODL(model, MeanColorLoss(), best_by="score", **kw)
-    resumed._restored = {"a": state}
-    assert resumed.state({"id": "a", "seed": 0, "prompt": "p"}).best_rank == -0.9
-    assert DOODL(model, MeanColorLoss(), best_by="score", **kw).rank(0.3, {"score": 0.7}) == -0.7
-    assert DOODL(model, MeanColorLoss(), **kw).rank(0.3, {"score": 0.7}) == 0.3
+    resumed.runner.load_state_dict({"a": state})
+    assert resumed.runner.state({"id": "a", "seed": 0, "prompt": "p"}).best_rank == -0.9
+    assert DOODL(model, MeanColorLoss(), best_by="score", **kw).runner.rank(0.3, {"score": 0.7}) == -0.7
+    assert DOODL(model, MeanColorLoss(), **kw).runner.rank(0.3, {"score": 0.7}) == 0.3
     with pytest.raises(ValueError, match="best_by must be 'loss' or 'score'"):
         DOODL(model, MeanColorLoss(), best_by="last", **kw)
 
@@ -231,8 +231,8 @@ def test_best_iterate_by_score_or_by_loss(pipeline):
     class NoDirection(MeanColorLoss):
         score_direction = None
 
-    assert DOODL(model, LowerIsBetter(), best_by="score", **kw).rank(0.3, {"score": 0.7}) == 0.7
-    assert DOODL(model, NoDirection(), best_by="score", score_direction="min", **kw).rank(0.3, {"score": 0.7}) == 0.7
+    assert DOODL(model, LowerIsBetter(), best_by="score", **kw).runner.rank(0.3, {"score": 0.7}) == 0.7
+    assert DOODL(model, NoDirection(), best_by="score", score_direction="min", **kw).runner.rank(0.3, {"score": 0.7}) == 0.7
     with pytest.raises(ValueError, match="improves toward 'max': drop model.score_direction"):
         DOODL(model, MeanColorLoss(), score_direction="min", **kw)
     with pytest.raises(ValueError, match="no better direction"):

@@ -12,7 +12,7 @@ import torch
 
 from doodl.app.data import PromptDataModule, read_items
 from doodl.app.item_checks import ItemWarning, check_items
-from doodl.app.start import load_image
+from doodl.run.start import load_image
 from doodl.guidance import CallableLoss, ClassifierLoss, CompositeLoss
 
 from ..guidance.conftest import TinyNet

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from doodl.app.images import delivered, to_uint8
-from doodl.app.items import ItemState
-from doodl.app.selection import summary
-from doodl.app.start import load_image
+from doodl.run.images import delivered, to_uint8
+from doodl.run.items import ItemState
+from doodl.run.selection import summary
+from doodl.run.start import load_image
 
 from .fakes import MeanColorLoss
 from .test_fit import args, fit, pipeline  # noqa: F401 (fixture)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,17 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 from torch import Tensor
 
-from ..images import to_uint8
+from doodl.run.images import to_uint8
+from doodl.run.result import ItemResult, jsonable  # noqa: F401 (jsonable re-exported for the callbacks)
+
+
+def gather_to_rank0(trainer, local: list[Any], barrier: str | None = None) -> list[Any] | None:
+    """Every rank's ``local`` records, concatenated in rank order, on rank 0 (None on the others),
+    after an optional barrier (files written by every rank are visible). Call it on every rank."""
+    if barrier is not None:
+        trainer.strategy.barrier(barrier)
+    every = [r for part in gather(trainer, local) for r in part]
+    return every if trainer.is_global_zero else None
 
 
 def gather(trainer, obj: Any) -> list[Any]:
@@ -25,26 +33,6 @@ def gather(trainer, obj: Any) -> list[Any]:
         torch.distributed.all_gather_object(out, obj)
         return out
     return [obj]
-
-
-def jsonable(v: Any) -> Any:
-    """``v`` as plain JSON values: tensors to numbers or lists, non-finite floats to None, other objects to text."""
-    if isinstance(v, Tensor):
-        v = v.item() if v.numel() == 1 else v.tolist()
-    if isinstance(v, bool) or v is None or isinstance(v, str):
-        return v
-    if isinstance(v, numbers.Integral):
-        return int(v)
-    if isinstance(v, numbers.Real):
-        v = float(v)
-        return v if math.isfinite(v) else None
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    return str(v)  # anything else (an object a user put in an item) as its text
 
 
 def _replace(tmp: Path, path: Path) -> None:
@@ -64,7 +52,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_png(path: Path, image: Tensor) -> None:
-    """Save a (3, H, W) image in [0, 1] as PNG (8 bits by ``doodl.app.images.to_uint8``: the very
+    """Save a (3, H, W) image in [0, 1] as PNG (8 bits by ``doodl.run.images.to_uint8``: the very
     pixels the run scored), atomically; raises on failure."""
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected an image of shape (3, H, W), got {tuple(image.shape)}")
@@ -101,8 +89,9 @@ def dataset_items(trainer) -> list[dict] | None:
     return list(items) if items is not None else None
 
 
-def final_outputs(pl_module) -> list[dict]:
-    """The module's per-item results of this rank (see ``doodl.app.module.DOODL.final_outputs``)."""
+def final_outputs(pl_module) -> list[ItemResult]:
+    """The module's per-item results of this rank (``doodl.run.result.ItemResult``; see
+    ``doodl.app.module.DOODL.final_outputs``)."""
     outs = getattr(pl_module, "final_outputs", None)
     if outs is None:
         raise AttributeError(

@@ -1,6 +1,6 @@
 """A contact sheet comparing DOODL with its baselines on the same items, noise and loss.
 
-At the end of ``fit`` each rank runs the baselines (``doodl.app.baseline``: "plain" unguided,
+At the end of ``fit`` each rank runs the baselines (``doodl.run.methods``: "plain" unguided,
 "onestep" guidance) on its own items and writes ``compare/<method>/<id>.png`` beside
 ``compare/doodl/<id>.png`` (DOODL's best iterate); rank 0 assembles ``contact_sheet.png`` (rows:
 items, columns: methods, each cell captioned with its guidance score; a failed image, one with no
@@ -18,10 +18,13 @@ import lightning as L
 import torch
 from PIL import Image
 
-from ..baseline import METHODS, predict_images
+from doodl.run.methods import OneStep, Unguided
+
 from ..paths import run_dir
-from .common import (dataset_items, final_outputs, gather, jsonable, read_png, tensorboard_loggers, wandb_loggers,
-                     write_image, write_png, write_text)
+from .common import (dataset_items, final_outputs, gather_to_rank0, jsonable, read_png, tensorboard_loggers,
+                     wandb_loggers, write_image, write_png, write_text)
+
+METHODS = ("plain", "onestep")
 from .sheet import Cell, draw_sheet
 
 
@@ -46,28 +49,22 @@ class ContactSheet(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         root = run_dir(trainer) / "compare"
-        outs = final_outputs(pl_module)
-        records = []
-        for out in outs:
-            failed = out.get("image") is None
-            if not failed:
-                write_png(root / "doodl" / f"{out['id']}.png", out["image"])
-            records.append({"id": out["id"], "method": "doodl", "status": out.get("status", "done"),
-                            "score": None if failed else out["scores"].get("score")})
-        for method in self.methods:
-            for start in range(0, len(outs), self.batch_size):
-                batch = [o["item"] for o in outs[start:start + self.batch_size]]
+        results = final_outputs(pl_module)
+        items = [r.item for r in results]
+        for name in self.methods:
+            scale = pl_module.hparams.guidance_scale if self.onestep_scale is None else self.onestep_scale
+            method = Unguided(name) if name == "plain" else OneStep(scale, name=name)
+            for start in range(0, len(items), self.batch_size):
                 with torch.inference_mode(False):
-                    pred = predict_images(pl_module, batch, method, self.onestep_scale)
-                for k, item_id in enumerate(pred["ids"]):
-                    failed = pred["status"][k] == "failed"
-                    if not failed:
-                        write_png(root / method / f"{item_id}.png", pred["images"][k])
-                    records.append({"id": item_id, "method": method, "status": pred["status"][k],
-                                    "score": None if failed else float(pred["scores"]["score"][k])})
-        trainer.strategy.barrier("doodl-contact-sheet")
-        records = [r for part in gather(trainer, records) for r in part]
-        if trainer.is_global_zero and records:
+                    results += method.run(pl_module.context, items[start:start + self.batch_size])
+        records = []
+        for r in results:
+            if not r.failed:
+                write_png(root / r.method / f"{r.id}.png", r.image)
+            records.append({"id": r.id, "method": r.method, "status": r.status,
+                            "score": None if r.failed else r.scores.get("score")})
+        records = gather_to_rank0(trainer, records, "doodl-contact-sheet")
+        if records:
             self._finish(trainer, root, records)
 
     def _finish(self, trainer: L.Trainer, root: Path, records: list[dict]) -> None:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from doodl.app.paths import run_dir
 
-from .common import (dataset_items, final_outputs, gather, read_png, tensorboard_loggers, wandb_loggers,
+from .common import (dataset_items, final_outputs, gather_to_rank0, read_png, tensorboard_loggers, wandb_loggers,
                      write_image, write_json, write_png)
 from .sheet import Cell, draw_sheet, enlargement
 
@@ -75,9 +75,9 @@ class ImageWriter(L.Callback):
             image = outputs["images"][b]  # (3, H, W)
             path = root / item_id / f"iter_{k:04d}.png"
             scores = {name: v[b] for name, v in outputs.get("scores", {}).items()}
-            # the module scores a non-finite image NaN (DOODL.images_and_loss): no PNG for it, it would
-            # read as a black image; a finite image with an infinite loss or score is still shown
-            finite = "score" not in scores or not math.isnan(float(scores["score"]))
+            # no PNG for a non-finite image (it would read as a black image); a finite image with an
+            # infinite loss or score is still shown
+            finite = outputs.get("finite") is None or bool(outputs["finite"][b])
             write_json(path.with_suffix(".json"), {
                 **item, "iteration": k, "loss": outputs["item_loss"][b], "scores": scores,
                 "image": path.name if finite else None,
@@ -98,22 +98,15 @@ class ImageWriter(L.Callback):
             return
         root = run_dir(trainer)
         written = []
-        for out in final_outputs(pl_module):
-            item = out.get("item") or {"id": out["id"]}
-            path = root / "final" / f"{out['id']}.png"
-            failed = out.get("image") is None
-            if not failed:
-                write_png(path, out["image"])
-            write_json(path.with_suffix(".json"), {
-                **item, "status": out.get("status", "done"), "failure": out.get("failure"), "loss": out["loss"],
-                "scores": out["scores"], "best_iteration": out["best_iteration"], "iterations": out["iterations"],
-                "stopped_early": out["stopped_early"], "skipped_updates": out["skipped_updates"],
-            })
-            written.append({"id": out["id"], "prompt": item.get("prompt"), "path": None if failed else str(path),
-                            "score": out["scores"].get("score")})
-        trainer.strategy.barrier("doodl-image-writer")
-        records = [r for part in gather(trainer, written) for r in part]
-        if trainer.is_global_zero and records:
+        for res in final_outputs(pl_module):
+            path = root / "final" / f"{res.id}.png"
+            if not res.failed:
+                write_png(path, res.image)
+            write_json(path.with_suffix(".json"), {**res.item, **res.to_record()})
+            written.append({"id": res.id, "prompt": res.item.get("prompt"), "path": None if res.failed else str(path),
+                            "score": res.scores.get("score")})
+        records = gather_to_rank0(trainer, written, "doodl-image-writer")
+        if records:
             self._finish(trainer, root, records)
 
     def _finish(self, trainer: L.Trainer, root: Path, records: list[dict]) -> None:

@@ -13,7 +13,7 @@ import lightning as L
 
 from doodl.app.paths import run_dir
 
-from .common import dataset_items, final_outputs, gather, jsonable, wandb_loggers, write_text
+from .common import dataset_items, final_outputs, gather, wandb_loggers, write_text
 from .image_writer import ImageWriter
 
 HEAD = ("id", "prompt", "seed", "status", "loss")
@@ -63,16 +63,9 @@ class ResultsTable(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writes_images = any(isinstance(cb, ImageWriter) and cb.write_final for cb in trainer.callbacks)
         local = []
-        for out in final_outputs(pl_module):
-            item = out.get("item") or {}
-            local.append(jsonable({
-                "id": out["id"], "prompt": item.get("prompt"), "seed": item.get("seed"),
-                "status": out.get("status", "done"), "loss": out["loss"],
-                "scores": dict(out["scores"]), "best_iteration": out["best_iteration"],
-                "iterations": out["iterations"], "stopped_early": out["stopped_early"],
-                "skipped_updates": out["skipped_updates"], "failure": out.get("failure"),
-                "image": f"final/{out['id']}.png" if writes_images and out.get("image") is not None else None,
-            }))
+        for res in final_outputs(pl_module):
+            image = f"final/{res.id}.png" if writes_images and not res.failed else None
+            local.append({**res.to_record(), "image": image})
         rows = sorted((r for part in gather(trainer, local) for r in part), key=lambda r: r["id"])
         problems = self.check(rows, dataset_items(trainer))  # the same on every rank: all raise together
         root = run_dir(trainer)
