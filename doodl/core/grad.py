@@ -90,12 +90,16 @@ class _EDICTChain(torch.autograd.Function):
     def forward(ctx: Any, sampler: EDICTSampler, eps_fn: EpsFn, steps: range, keep_points: bool, xT: Tensor, yT: Tensor):
         x, y = xT.detach(), yT.detach()
         points = []
-        for i in steps:
-            s, swap = sampler.steps[i], swaps(i, sampler.leapfrog)
-            x1, y1 = coupled_update(eps_fn, x, y, s.t, s.a, s.b, swap)
-            if keep_points:  # (u1, v): where this step evaluates eps
-                points.append((y1, x) if swap else (x1, y))
-            x, y = mix(x1, y1, sampler.mix)
+        with torch.inference_mode():  # no graph, no version counters: ~10% off each eps call
+            for i in steps:
+                s, swap = sampler.steps[i], swaps(i, sampler.leapfrog)
+                x1, y1 = coupled_update(eps_fn, x, y, s.t, s.a, s.b, swap)
+                if keep_points:  # (u1, v): where this step evaluates eps
+                    points.append((y1, x) if swap else (x1, y))
+                x, y = mix(x1, y1, sampler.mix)
+        # inference tensors cannot enter autograd: plain copies of the few latents kept
+        points = [(u.clone(), v.clone()) for u, v in points]
+        x, y = x.clone(), y.clone()
         ctx.sampler, ctx.eps_fn, ctx.steps, ctx.points = sampler, eps_fn, steps, points
         ctx.save_for_backward(x, y)
         return x, y
