@@ -16,10 +16,10 @@ from typing import Any
 
 from .errors import is_user_error, mark_before_run, one_line
 
-SUBCOMMANDS = ("fit", "predict", "test")
+SUBCOMMANDS = ("fit", "predict", "test", "compare")
 
 HELP = """\
-usage: doodl {fit,predict,test} [-c CONFIG.yaml] [--section.option VALUE ...]
+usage: doodl {fit,predict,test,compare} [-c CONFIG.yaml] [--section.option VALUE ...]
 
 DOODL: optimize the diffusion latents of every item (prompt x seed) of a prompt file toward a
 guidance loss (Wallace et al., ICCV 2023).
@@ -28,12 +28,14 @@ subcommands:
   fit      optimize the items' latents: RUN/final/*.png, results.csv, checkpoints/last.ckpt
   predict  the unguided sample or the one-step baseline of the same items (--model.predict_method)
   test     score the images a run saved (--model.eval_dir RUN/final): RUN/test/results.csv
+  compare  methods x items on the same seeds, judged by held-out judges: OUT/summary.md, .csv, .png
 
 examples:
   doodl fit -c configs/digits.yaml
   doodl fit -c configs/digits.yaml --ckpt_path RUN/checkpoints/last.ckpt   # resume
   doodl fit -c configs/digits.yaml --print_config                          # the resolved config
   doodl fit --help                                                         # every option of fit
+  doodl compare -c configs/digits_compare.yaml                             # DOODL vs baselines
 
 The run folder is printed at the start and the end of a run. A user error prints one line
 (DOODL_TRACEBACK=1: with its traceback) and exits with status 2; Ctrl-C stops after the
@@ -114,6 +116,10 @@ def console(args: list[str] | None = None) -> int:
         stream.write(text)
         return status
     try:
+        if argv[0] == "compare":
+            from .compare_cli import console_compare
+
+            return console_compare(argv[1:])
         cli = main(args)  # None: Lightning reads sys.argv itself
     except KeyboardInterrupt:
         print("\ndoodl: interrupted", file=sys.stderr)

@@ -59,4 +59,9 @@ def resolve_config_paths(cfg: Any, argv: Sequence[str]) -> None:
         value = cfg.get(key)
         if folder is None or not isinstance(value, (str, os.PathLike)) or Path(value).is_absolute():
             continue
+        if key == "data.path" and isinstance(value, str):
+            from .prompt_datasets import absolute_source
+
+            cfg[key] = absolute_source(value, folder)  # hub ids and '?' options kept; relative files as below
+            continue
         cfg[key] = os.path.normpath(os.path.abspath(folder / value))

@@ -21,12 +21,13 @@ import torch
 from torch import Tensor
 
 from doodl.core.onestep import one_step_guided_sample
+from doodl.core.updates import UpdateFactory
 
 from .context import RunContext
 from .cost import EvalCounter
 from .images import all_finite, delivered
 from .result import ItemResult
-from .runner import DOODLRunner, UpdateFactory
+from .runner import DOODLRunner
 from .selection import SCORE_DIRECTIONS
 
 Item = Mapping[str, Any]

@@ -72,7 +72,8 @@ class DOODLRunner:
         grad_mode: "invert" (the paper's), "checkpoint" or "naive" (``doodl.sample_with_grad``).
         guidance_scale: multiplies the loss (times each item's "weight"); >= 0.
         loss_on: "both" decoded images of the pair (the paper), or "x" only.
-        update: ``update(pairs, generator=...)`` -> the item's update (default: the paper's).
+        update: ``update(pairs, generator)`` -> the item's update (``doodl.core.updates.UpdateFactory``;
+            default: the paper's, ``doodl.DOODLOptimizer``).
         target_score, score_direction, best_by: see ``doodl.app.module.DOODL``.
         score_every_iteration: also score every iterate when nothing else needs it (for logging).
     """
