@@ -13,7 +13,16 @@ from doodl.app.cli import main
 from doodl.app.data import read_items
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def _is_compare(cfg: Path) -> bool:
+    """A ``doodl compare`` config (methods x judges), checked by ``test_compare_config_parses``."""
+    return "methods" in (yaml.safe_load(cfg.read_text()) or {})
+
+
+ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = [c for c in ALL_CONFIGS if not _is_compare(c)]
+COMPARE_CONFIGS = [c for c in ALL_CONFIGS if _is_compare(c)]
 BASE = ROOT / "configs" / "sd15_clip.yaml"  # what overlay configs are laid over
 
 
@@ -85,6 +94,31 @@ def _classifier_spec_ok(spec) -> bool:
 
         return spec[12:] in torchvision.models.list_models()
     return spec.endswith((".pt", ".pt2", ".ts", ".jit"))  # a TorchScript / torch.export file
+
+
+@pytest.mark.parametrize("cfg", COMPARE_CONFIGS, ids=[c.stem for c in COMPARE_CONFIGS])
+def test_compare_config_parses(cfg, capsys, monkeypatch):
+    """``doodl compare -c X --print_config`` resolves (nothing instantiated), what the config sets is
+    what resolves, and its prompt file reads and validates."""
+    from doodl.app.compare_cli import compare_main
+
+    monkeypatch.chdir(ROOT.parent)
+    with pytest.raises(SystemExit) as e:
+        compare_main(["-c", str(cfg), "--print_config"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0, out
+    printed, raw = yaml.safe_load(out), load(cfg)
+    assert [m["class_path"] for m in printed["methods"]] == [m["class_path"] for m in raw["methods"]]
+    assert [j["init_args"].get("name") for j in printed["judges"]] == [
+        (j.get("init_args") or {}).get("name", printed["judges"][k]["init_args"].get("name"))
+        for k, j in enumerate(raw["judges"])]
+    assert printed["guide"] is None or printed["guide"] in [j["init_args"]["name"] for j in printed["judges"]]
+    items = read_items(cfg.parent / raw["data"]["path"], raw["data"].get("seeds") or [0])
+    assert items and all(it["prompt"].strip() for it in items)
+
+
+def test_compare_configs_are_found():
+    assert "digits_compare.yaml" in {c.name for c in COMPARE_CONFIGS}
 
 
 CLASSIFIER_CONFIGS = [c for c in CONFIGS if "ClassifierLoss" in c.read_text()]
