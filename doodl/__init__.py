@@ -1,6 +1,9 @@
 """doodl: Direct Optimization Of Diffusion Latents (Wallace et al., ICCV 2023).
 
-Public API: ``EDICTSampler``, ``sample_with_grad``, ``DOODLOptimizer``, ``one_step_guided_sample``;
+Public API: ``EDICTSampler``, ``sample_with_grad``, ``DOODLOptimizer``, ``update_preset``,
+``one_step_guided_sample``; the Lightning-free runs of ``doodl.run`` (``RunContext``, ``Chain``,
+``DOODLRunner``, the methods ``Unguided`` / ``OneStep`` / ``SeedSearch`` (and ``doodl.run.DOODL``),
+``ItemResult``, ``Comparison``);
 the Lightning application is ``doodl.app`` (``DOODL``, ``PromptDataModule``, ``main``), the
 Stable Diffusion backend ``doodl.models.StableDiffusion``, the losses ``doodl.guidance``.
 Importing doodl has no side effects: no model is loaded and no global torch setting is changed.
@@ -13,6 +16,15 @@ from importlib import import_module
 from typing import Any
 
 _PUBLIC = {
+    "Chain": "doodl.run.context",
+    "Comparison": "doodl.run.compare",
+    "DOODLRunner": "doodl.run.runner",
+    "ItemResult": "doodl.run.result",
+    "OneStep": "doodl.run.methods",
+    "RunContext": "doodl.run.context",
+    "SeedSearch": "doodl.run.methods",
+    "Unguided": "doodl.run.methods",
+    "update_preset": "doodl.core.updates",
     "DOODLOptimizer": "doodl.core.update",
     "EDICTSampler": "doodl.core",
     "one_step_guided_sample": "doodl.core.onestep",

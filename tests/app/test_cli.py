@@ -37,14 +37,14 @@ def test_help_is_doodls_own_without_importing_lightning():
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert out.strip().endswith("lightning not loaded 0"), out
-    for sub in ("fit", "predict", "test"):
+    for sub in ("fit", "predict", "test", "compare"):
         assert f"\n  {sub} " in out
     assert "validate" not in out
 
 
 def test_bare_and_unknown_subcommands_answer_at_once(capsys):
     assert console([]) == 2
-    assert "usage: doodl {fit,predict,test}" in capsys.readouterr().err
+    assert "usage: doodl {fit,predict,test,compare}" in capsys.readouterr().err
     assert console(["validate"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("doodl: error: unknown subcommand 'validate'") and "fit, predict, test" in err
