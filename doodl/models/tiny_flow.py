@@ -8,6 +8,7 @@ shifting; FLUX.1-schnell: shift 1), so loading them exercises what the real mode
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 
@@ -156,4 +157,7 @@ def save_tiny_turbo_pipeline(folder, kind: str = "sd-turbo", seed: int = 0) -> P
     cls = EulerDiscreteScheduler if kind == "sd-turbo" else EulerAncestralDiscreteScheduler
     config = {k: v for k, v in sd_scheduler().config.items() if not k.startswith("_")}
     cls.from_config(config, timestep_spacing="trailing").save_pretrained(folder / "scheduler")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", cls.__name__]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
