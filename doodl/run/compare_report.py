@@ -25,10 +25,11 @@ def check_before_run(comparison: Comparison, judges: Sequence[Judge], guide: str
         raise ValueError(f"guide={guide!r} is not a judge's name: the judges are {names}; add the guide as a judge "
                          "(e.g. doodl.eval.judges.LossJudge of the guidance loss, name: guide) or set guide: null")
     c = comparison.ctx.chain
-    problems = [f"item {it['id']}: {m}" for it in comparison.items for j in judges for m in j.check(it, c.height, c.width)]
+    problems = [m for method in comparison.methods for m in method.check(comparison.ctx)]
+    problems += [f"item {it['id']}: {m}" for it in comparison.items for j in judges for m in j.check(it, c.height, c.width)]
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise ValueError("the judges cannot score these items:\n  " + "\n  ".join(problems[:10]) + more)
+        raise ValueError("the methods cannot run, or the judges cannot score these items:\n  " + "\n  ".join(problems[:10]) + more)
 
 
 def judge_and_report(comparison: Comparison, judges: Sequence[Judge], guide: str | None, title: str,

@@ -8,6 +8,10 @@ image's inversion), runs the same chain and delivers the image its PNG holds, wi
     DOODL       the paper's method (``doodl.run.runner.DOODLRunner``) per iteration: 2 (T - s)
                 plain + 2 (T - s) with a graph ("invert", "checkpoint"), 2 (T - s) with a graph ("naive")
     SeedSearch  best of ``n`` seeds by the guide's score, no gradient   n * 2 (T - s) plain
+    SearchThenRefine (``doodl.run.refine``): a seed search, then DOODL from the best seed
+
+``budget`` (plain samples per item, ``doodl.run.budget``) caps DOODL's iterations and sets a seed
+search's number of seeds, so that methods can be compared at equal cost.
 
 (T steps, s = the start step of a partial chain; one batched CFG call counts once per item.)
 """
@@ -24,6 +28,7 @@ from doodl.core.onestep import one_step_guided_sample
 from doodl.core.updates import UpdateFactory
 
 from .context import RunContext
+from .budget import check_budget, iterations_within, seeds_within
 from .cost import EvalCounter
 from .images import all_finite, delivered
 from .result import ItemResult
@@ -46,6 +51,10 @@ class Method:
 
     def run(self, ctx: RunContext, batch: Sequence[Item]) -> list[ItemResult]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def check(self, ctx: RunContext) -> list[str]:
+        """What stops this method running on ``ctx`` (e.g. a budget too small), asked before any pair runs."""
+        return []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -120,14 +129,27 @@ class DOODL(Method):
 
     def __init__(self, iterations: int = 50, grad_mode: str = "invert", guidance_scale: float = 1.0,
                  loss_on: str = "both", update: UpdateFactory | None = None, target_score: float | None = None,
-                 score_direction: str | None = None, best_by: str = "loss", name: str | None = None):
+                 score_direction: str | None = None, best_by: str = "loss", budget: float | None = None,
+                 name: str | None = None):
         super().__init__(name)
+        check_budget(budget, f"method {self.name!r}")
+        self.budget = budget
         self.settings = dict(iterations=iterations, grad_mode=grad_mode, guidance_scale=guidance_scale,
                              loss_on=loss_on, update=update, target_score=target_score,
                              score_direction=score_direction, best_by=best_by)
 
-    def runner(self, ctx: RunContext) -> DOODLRunner:
-        return DOODLRunner(ctx, **self.settings)
+    def runner(self, ctx: RunContext, spent: float = 0.0) -> DOODLRunner:
+        """The runner, with as many iterations as ``budget`` (plain samples) allows after ``spent``."""
+        s = self.settings
+        k = iterations_within(self.budget, s["grad_mode"], s["iterations"], spent, f"method {self.name!r}")
+        return DOODLRunner(ctx, **{**s, "iterations": k})
+
+    def check(self, ctx: RunContext) -> list[str]:
+        try:
+            self.runner(ctx)
+        except ValueError as e:
+            return [str(e)]
+        return []
 
     def run(self, ctx: RunContext, batch: Sequence[Item]) -> list[ItemResult]:
         runner = self.runner(ctx)
@@ -145,10 +167,14 @@ class SeedSearch(Method):
 
     default_name = "seed_search"
 
-    def __init__(self, n: int = 8, stride: int = 1_000_003, direction: str | None = None, name: str | None = None):
+    def __init__(self, n: int = 8, stride: int = 1_000_003, direction: str | None = None, budget: float | None = None,
+                 name: str | None = None):
         super().__init__(name)
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"SeedSearch needs n >= 1 seeds, got {n!r}")
+        check_budget(budget, f"method {self.name!r}")
+        if budget is not None:  # the budget decides the number of seeds
+            n = seeds_within(budget, int(budget), f"method {self.name!r}")
         if direction is not None and direction not in SCORE_DIRECTIONS:
             raise ValueError(f"direction must be one of {SCORE_DIRECTIONS} or None (the guide's), got {direction!r}")
         self.n, self.stride, self.direction = n, int(stride), direction
@@ -185,4 +211,9 @@ class SeedSearch(Method):
         return best  # type: ignore[return-value]
 
 
-METHODS = {"unguided": Unguided, "onestep": OneStep, "doodl": DOODL, "seed_search": SeedSearch}
+def __getattr__(name: str):
+    if name == "SearchThenRefine":  # doodl.run.methods.SearchThenRefine, as the other methods
+        from .refine import SearchThenRefine
+
+        return SearchThenRefine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
