@@ -9,8 +9,6 @@ The loss keeps the unclamped, differentiable image.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
 
@@ -32,13 +30,3 @@ def delivered(images: Tensor) -> Tensor:
 def all_finite(images: Tensor) -> Tensor:
     """(B,) bool: which images of a (B, 3, H, W) batch have only finite pixels."""
     return torch.isfinite(images.detach()).flatten(1).all(dim=1)
-
-
-@torch.no_grad()
-def delivered_and_scored(decoded: Tensor, score: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """The delivered images of a decoded batch, ``score`` of them (float32, (B,)) and which were
-    finite ((B,) bool); a non-finite image (no result) scores NaN, whatever ``score`` makes of it."""
-    images = delivered(decoded)
-    finite = all_finite(decoded)
-    scores = score(images).float()
-    return images, torch.where(finite.to(scores.device), scores, torch.full_like(scores, float("nan"))), finite
