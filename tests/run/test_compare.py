@@ -181,3 +181,15 @@ def test_seed_search_keeps_the_best_seed():
     k = max(range(3), key=lambda j: singles[j].scores["score"])
     assert best.scores["seed"] == 3 + 7 * k and best.iterations == 3
     torch.testing.assert_close(best.image, singles[k].image, rtol=0, atol=0)
+
+
+def test_wandb_run_holds_the_summary_and_the_side_by_side_table(first, monkeypatch, capsys):
+    """--wandb PROJECT: an (offline) W&B run in the output folder; a rerun judges again, computes nothing."""
+    cfg, _ = first
+    folder = Path(yaml.safe_load(cfg.read_text())["output"])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    capsys.readouterr()
+    compare_main(["-c", str(cfg), "--wandb", "doodl-test"])
+    assert "0 pairs run, 24 kept from before" in capsys.readouterr().out
+    runs = list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
