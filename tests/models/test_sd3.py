@@ -162,3 +162,17 @@ def test_scheduler_without_flow_is_refused(sd3):
 
 def test_model_index_names_sd3(folders):
     assert json.loads((folders["sd3"] / "model_index.json").read_text())["_class_name"] == "StableDiffusion3Pipeline"
+
+
+def test_t5_left_out(folders):
+    """t5=False on a folder with T5: its tokens are zeros (as diffusers without text_encoder_3),
+    and the hub lookup would not fetch its weights."""
+    from doodl.models.flow_loading import flow_hub_patterns
+
+    model = quiet(SD3, folders["sd3"], dtype="float64", device="cpu", t5=False, max_sequence_length=SEQ)
+    assert len(model.text_encoders) == 2 and model.encoder(2) is None
+    c = model.encode_prompt("a cat")
+    assert c.cond.shape[1] == 77 + SEQ and bool((c.cond[:, 77:] == 0).all()) and bool((c.cond[:, :77] != 0).any())
+    with_t5, without = flow_hub_patterns("sd3"), flow_hub_patterns("sd3", t5=False)
+    assert "text_encoder_3/model.safetensors" in with_t5 and not any("_3" in p for p in without)
+    assert "transformer/diffusion_pytorch_model.fp16.safetensors" in flow_hub_patterns("sd3", "fp16")
