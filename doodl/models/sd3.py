@@ -8,7 +8,6 @@ Notation: variable -> paper symbol (SPEC.md section 9)
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Callable, Sequence
 
