@@ -69,13 +69,15 @@ def step_backward(
     else:
         u1, v = points
     # second half-step: v1 = a*v + b*eps(u1)
-    e_u1, j = _eps_vjp(eps_fn, u1, s.t, gv1)
-    gu1, gv = gu1 + s.b * j, s.a * gv1
+    # the cotangent is scaled by b before the VJP, as autograd does in naive: a low-precision
+    # UNet then sees the very cotangent it sees in naive (bf16 rounds gv1 and b*gv1 differently)
+    e_u1, j = _eps_vjp(eps_fn, u1, s.t, s.b * gv1)
+    gu1, gv = gu1 + j, s.a * gv1
     if points is None:
         v = noise_half(v1, e_u1, s.a, s.b)
     # first half-step: u1 = a*u + b*eps(v)
-    e_v, j = _eps_vjp(eps_fn, v, s.t, gu1)
-    gv, gu = gv + s.b * j, s.a * gu1
+    e_v, j = _eps_vjp(eps_fn, v, s.t, s.b * gu1)
+    gv, gu = gv + j, s.a * gu1
     rebuilt = None
     if points is None:
         u = noise_half(u1, e_v, s.a, s.b)
