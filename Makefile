@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 # (tests/conftest.py). The benchmarks keep torch's choice (their results record it).
 ONE_THREAD := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 
-.PHONY: install test test-all demo bench bench-digits train-digits clean
+.PHONY: install test test-all demo bench bench-gpu bench-digits train-digits clean
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -32,8 +32,14 @@ test-all: install
 demo: install
 	$(ONE_THREAD) WANDB_MODE=offline .venv/bin/doodl fit -c configs/digits.yaml
 
+# speed of every gradient mode, the one-step baseline and the reference emulation (tiny UNet, CPU);
+# benchmarks/speed.py --scale sd15|sdxl for the published model sizes (slow on CPU)
 bench: install
-	$(PY) benchmarks/chain.py
+	$(PY) benchmarks/speed.py
+
+# the GPU run (about 8 minutes on one H100/H200-class GPU): benchmarks/results/gpu.json
+bench-gpu: install
+	$(PY) benchmarks/gpu.py
 
 bench-digits: install
 	$(PY) benchmarks/digits.py

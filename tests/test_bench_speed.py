@@ -1,0 +1,69 @@
+"""The speed benchmark on a reduced setting (seconds): every row, its counts, its exactness."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_reduced_run(tmp_path):
+    speed = load("speed")
+    out = tmp_path / "speed.json"
+    speed.main(["--steps", "2", "--repeats", "1", "--flat-steps", "2", "4", "--out", str(out)])
+    result = json.loads(out.read_text())
+    rows = {r["row"]: r for r in result["rows"]}
+    assert set(rows) == {"sample", "onestep", "invert", "checkpoint", "naive", "auto", "auto-half", "reference"}
+    assert result["machine"]["cpu"] and result["machine"]["torch_threads"] >= 1
+    assert rows["sample"]["ratio_to_sample"] == 1.0
+    # UNet calls per step: batched CFG for doodl, two batch-1 calls per eps for the reference
+    assert (rows["sample"]["unet_calls_per_step_no_graph"], rows["sample"]["unet_calls_per_step_with_graph"]) == (2, 0)
+    for m in ("invert", "checkpoint"):
+        assert (rows[m]["unet_calls_per_step_no_graph"], rows[m]["unet_calls_per_step_with_graph"]) == (2, 2)
+    assert (rows["naive"]["unet_calls_per_step_no_graph"], rows["naive"]["unet_calls_per_step_with_graph"]) == (0, 2)
+    assert rows["auto"]["unet_calls_per_step_no_graph"] == 0  # the default budget holds this graph
+    assert (rows["reference"]["unet_calls_per_step_no_graph"], rows["reference"]["batch_per_unet_call"]) == (4, 1)
+    assert rows["onestep"]["unet_calls_per_step_with_graph"] == 1
+    for m in ("invert", "checkpoint", "auto", "auto-half", "reference"):
+        assert rows[m]["grad_rel_err_vs_naive"] < 1e-4, m  # float32, T = 2
+    assert rows["naive"]["grad_rel_err_vs_naive"] == 0.0
+    assert rows["auto-half"]["peak_mb"] < rows["naive"]["peak_mb"]
+    for m in ("invert", "checkpoint"):
+        by_T = result["peak_mb_by_T"][m]
+        assert abs(by_T["4"] / by_T["2"] - 1) < 0.1
+    md = out.with_suffix(".md").read_text()
+    assert "| 2 | reference |" in md and "reference_over_best_constant" in md
+
+
+def test_reference_emulation_is_exact_float64():
+    """The emulation's gradient is the exact one (float64, against naive) and its weight gradients,
+    computed in backward, are dropped: no .grad left, the UNet frozen again afterwards."""
+    speed = load("speed")
+    models = load("speed_models")
+    world = models.build("tiny", dtype=torch.float64, latent=8)
+    b = speed.Bench(world, 3)
+    b.z = b.z.double()
+    g_naive, g_ref = b.grads("naive"), b.grads("reference")
+    assert float((g_ref - g_naive).norm() / g_naive.norm()) < 1e-10
+    assert all(p.grad is None and not p.requires_grad for p in world.unet.parameters())
+    assert world.calls["ref_graph"] == 3 * 4  # recompute: 2 half-steps x 2 batch-1 calls per step
+
+
+def test_unknown_scale_is_an_error():
+    with pytest.raises(ValueError, match="unknown scale 'sd2'"):
+        load("speed_models").build("sd2")
