@@ -17,6 +17,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from doodl.core.sampler import DEFAULT_MIX
+from doodl.core.updates import UpdateFactory
 from doodl.run.context import Chain, RunContext
 from doodl.run.result import ItemResult
 from doodl.run.runner import DOODLRunner, check_guidance_scale, paper_update
@@ -25,6 +26,16 @@ from doodl.run.selection import summary
 from .strategy import ItemParallelStrategy
 
 PREDICT_METHODS = ("plain", "onestep")
+
+
+def describe_update(update: Any) -> dict[str, Any] | str:
+    """An update factory as the settings a checkpoint keeps: ``{"class_path", "init_args"}`` for a
+    ``functools.partial`` of a class, else its text."""
+    import functools
+
+    if isinstance(update, functools.partial) and isinstance(update.func, type):
+        return {"class_path": f"{update.func.__module__}.{update.func.__qualname__}", "init_args": dict(update.keywords)}
+    return repr(update)
 
 
 class StepCounter(torch.optim.Optimizer):
@@ -53,8 +64,11 @@ class DOODL(L.LightningModule):
         loss_on: "both" decoded images of the pair (the paper), or "x" only.
         edit_strength: fraction of the chain run from the start latents (1.0: from pure noise).
             Items with an "image" start from its EDICT inversion over that fraction.
-        grad_scale, clip_grad_val, momentum, perturb, tied, renormalize: the update
-            (``doodl.DOODLOptimizer``), published defaults.
+        update: the update of each item's latents, a factory ``update(pairs, generator)``
+            (``doodl.core.updates.UpdateFactory``); None: the paper's (``doodl.DOODLOptimizer``, its
+            published settings). In YAML a ``class_path`` with the settings as ``init_args``:
+            ``doodl.core.update.DOODLOptimizer`` (the paper), ``doodl.core.updates.AdamWUpdate`` (DNO),
+            ``doodl.core.updates.NesterovSGDUpdate`` (ReNO).
         target_score: stop an item early once the guidance score of its image reaches this (None:
             never). Scores, early stop and the best iterate all read the image as its PNG holds it
             (clamped to [0, 1], 8 bits: ``doodl.run.images.delivered``); the loss reads the decoded one.
@@ -90,12 +104,7 @@ class DOODL(L.LightningModule):
         latent_dtype: str = "float32",
         loss_on: str = "both",
         edit_strength: float = 1.0,
-        grad_scale: float = 0.5,
-        clip_grad_val: float | None = 1e-3,
-        momentum: float = 0.9,
-        perturb: float = 1e-4,
-        tied: bool = True,
-        renormalize: bool = True,
+        update: UpdateFactory | None = None,
         target_score: float | None = None,
         score_direction: str | None = None,
         best_by: str = "loss",
@@ -114,10 +123,10 @@ class DOODL(L.LightningModule):
         self.strict_loading = False  # checkpoints hold the latents, not the frozen networks
         self.model, self.guidance = model, guidance  # registered, so the trainer moves them to its device
         self.context = RunContext(model, guidance, chain)
-        update = paper_update(grad_scale=grad_scale, clip_grad_val=clip_grad_val, momentum=momentum, perturb=perturb,
-                              tied=tied, renormalize=renormalize)
+        if update is not None and not isinstance(self.hparams.get("update"), (dict, type(None))):
+            self.hparams["update"] = describe_update(update)  # a checkpoint holds settings, not a function
         self.runner = DOODLRunner(self.context, iterations=iterations, grad_mode=grad_mode,
-                                  guidance_scale=guidance_scale, loss_on=loss_on, update=update,
+                                  guidance_scale=guidance_scale, loss_on=loss_on, update=update or paper_update(),
                                   target_score=target_score, score_direction=score_direction, best_by=best_by)
         self.my_ids: list[str] | None = None  # this rank's items (None: no datamodule said which)
         self.n_failed = 0  # this run's items with no finite iterate, over all ranks (set at the end of fit)

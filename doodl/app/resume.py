@@ -56,6 +56,31 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any], subcommand: st
             if k.split(".")[0] not in skip and not _same(a[k], b[k])]
 
 
+# the update's settings were the module's own before the update became an injected factory
+LEGACY_UPDATE = ("grad_scale", "clip_grad_val", "momentum", "perturb", "tied", "renormalize")
+PAPER_UPDATE = "doodl.core.update.DOODLOptimizer"
+
+
+def legacy_update_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """A checkpoint from before ``model.update`` kept the paper's update settings as model keys:
+    compare them with this run's ``update`` (the paper's, with its published settings, when unset)."""
+    old = {k: saved[k] for k in LEGACY_UPDATE if k in saved}
+    if not old or "update" in saved:
+        return []
+    update = now.get("update") or {}
+    cls = update.get("class_path", PAPER_UPDATE) if isinstance(update, Mapping) else str(update)
+    if cls != PAPER_UPDATE:
+        return [("update", f"{PAPER_UPDATE} (the paper's; this checkpoint predates injected updates)", cls)]
+    from doodl.core.update import DOODLOptimizer
+
+    import inspect
+
+    args = {k: p.default for k, p in inspect.signature(DOODLOptimizer).parameters.items()}
+    args.update({k: v for k, v in DOODLOptimizer.DEFAULTS.items()})
+    args.update({k: v for k, v in (update.get("init_args") or {}).items() if v is not None})
+    return [(f"update.init_args.{k}", v, args.get(k)) for k, v in old.items() if not _same(v, args.get(k))]
+
+
 def _same(x: Any, y: Any) -> bool:
     if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
         return len(x) == len(y) and all(_same(p, q) for p, q in zip(x, y))
@@ -70,7 +95,7 @@ def check_resume(ckpt_path: str | Path, model_config: Mapping[str, Any], subcomm
     saved = read_hparams(ckpt_path)
     if not saved:
         return
-    diff = differences(saved, model_config, subcommand)
+    diff = differences(saved, model_config, subcommand) + legacy_update_differences(saved, model_config)
     if diff:
         lines = "\n".join(f"  model.{k}: checkpoint {a!r}, this run {b!r}" for k, a, b in diff)
         raise ValueError(

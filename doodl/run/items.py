@@ -7,6 +7,7 @@ whatever batch or rank it is run in, and a checkpoint restores it exactly.
 from __future__ import annotations
 
 import math
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +48,14 @@ class ItemState:
 
     @classmethod
     def create(cls, item_id: str, x: Tensor, y: Tensor, seed: int, update: Any = None, **opt_kwargs: Any) -> "ItemState":
-        """A fresh state; ``update(pairs, generator=...)`` builds its update (default: ``DOODLOptimizer``
+        """A fresh state; ``update(pairs, generator)`` builds its update (default: ``DOODLOptimizer``
         with ``opt_kwargs``), fed with the item's perturbation stream."""
         x = torch.nn.Parameter(x.detach().clone())
         y = torch.nn.Parameter(y.detach().clone())
         if update is not None and opt_kwargs:
             raise ValueError("give either an update factory or DOODLOptimizer settings, not both")
-        opt = (update or DOODLOptimizer)([(x, y)], generator=item_generator(seed, 0), **opt_kwargs)
+        factory = update if update is not None else partial(DOODLOptimizer, **opt_kwargs)
+        opt = factory([(x, y)], item_generator(seed, 0))  # positional: how an injected factory is called
         return cls(id=item_id, x=x, y=y, optimizer=opt, crop_generator=item_generator(seed, 1))
 
     def record(self, loss: float, iteration: int, image: Tensor, scores: dict[str, float],

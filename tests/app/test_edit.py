@@ -19,7 +19,7 @@ from ..conftest import one_torch_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "tests" / "conf" / "tiny.yaml"
-EDIT = ("--model.edit_strength=0.5", "--model.latent_dtype=float64", "--model.tied=false", "--model.renormalize=false")
+EDIT = ("--model.edit_strength=0.5", "--model.latent_dtype=float64", "--model.update.init_args.tied=false", "--model.update.init_args.renormalize=false")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -74,3 +74,21 @@ def test_ctrl_c_saves_like_sigterm_and_exits_130(pipeline, tmp_path):
     assert sorted(v["iterations"] for v in items_state(ckpt).values()) == [2, 3, 3]
     run_cli(pipeline, tmp_path, *extra, f"--ckpt_path={ckpt}")
     assert all(v["iterations"] == 5 for v in items_state(last_ckpt(tmp_path)).values())
+
+
+def test_checkpoints_from_before_injected_updates_are_compared_with_the_update():
+    """A checkpoint written when the update's settings were model keys (clip_grad_val, ...) resumes
+    with the same update and is refused, naming the setting, with another."""
+    from doodl.app.resume import legacy_update_differences
+
+    paper = "doodl.core.update.DOODLOptimizer"
+    saved = {"clip_grad_val": 0.3, "perturb": 0.001, "tied": True, "iterations": 3}
+    same = {"update": {"class_path": paper, "init_args": {"clip_grad_val": 0.3, "perturb": 0.001}}}
+    assert legacy_update_differences(saved, same) == []
+    assert legacy_update_differences({"clip_grad_val": 1e-3, "perturb": 1e-4}, {}) == []  # unset: the published ones
+    other = {"update": {"class_path": paper, "init_args": {"clip_grad_val": 0.01, "perturb": 0.001}}}
+    assert legacy_update_differences(saved, other) == [("update.init_args.clip_grad_val", 0.3, 0.01)]
+    adamw = {"update": {"class_path": "doodl.core.updates.AdamWUpdate", "init_args": {}}}
+    (diff,) = legacy_update_differences(saved, adamw)
+    assert diff[0] == "update" and "predates injected updates" in diff[1]
+    assert legacy_update_differences({**saved, "update": None}, other) == []  # a new checkpoint: compared as usual
