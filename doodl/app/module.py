@@ -97,7 +97,7 @@ class DOODL(L.LightningModule):
         mix: float = DEFAULT_MIX,
         leapfrog: bool = True,
         grad_mode: str = "invert",
-        cfg_scale: float = 7.5,
+        cfg_scale: float | None = 7.5,
         guidance_scale: float = 1.0,
         height: int = 512,
         width: int = 512,

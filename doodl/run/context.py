@@ -40,7 +40,7 @@ class Chain:
     num_steps: int = 50
     mix: float = DEFAULT_MIX
     leapfrog: bool = True
-    cfg_scale: float = 7.5
+    cfg_scale: float | None = 7.5  # None: a model without that input (FLUX.1-schnell)
     height: int = 512
     width: int = 512
     latent_dtype: str = "float32"
@@ -66,6 +66,13 @@ class Chain:
         return asdict(self)
 
 
+def _takes_size(sampler_fn: Any) -> bool:
+    """Whether a backend's ``sampler`` takes the image size (flow models: the shift mu depends on it)."""
+    import inspect
+
+    return {"height", "width"} <= set(inspect.signature(sampler_fn).parameters)
+
+
 class RunContext:
     """The frozen backend and guide with one chain: the operations every method composes."""
 
@@ -74,7 +81,8 @@ class RunContext:
         self.model = model.requires_grad_(False)
         self.guidance = guidance.requires_grad_(False)
         c = self.chain
-        self.sampler = model.sampler(c.num_steps, c.mix, c.leapfrog)
+        sized = {"height": c.height, "width": c.width} if _takes_size(model.sampler) else {}
+        self.sampler = model.sampler(c.num_steps, c.mix, c.leapfrog, **sized)  # FLUX's shift depends on the size
         self.start_step = c.start_step
         self.dtype = DTYPES[c.latent_dtype]
         self._starts = StartLatents(model, self.sampler, c.height, c.width, self.dtype, self.start_step, c.cfg_scale)
