@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 # (tests/conftest.py). The benchmarks keep torch's choice (their results record it).
 ONE_THREAD := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 
-.PHONY: install test test-all demo bench bench-gpu bench-digits train-digits clean
+.PHONY: install test test-all demo bench bench-gpu bench-digits bench-study train-digits clean
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -41,8 +41,21 @@ bench: install
 bench-gpu: install
 	$(PY) benchmarks/gpu.py
 
+# the digits benchmark as a comparison (configs/digits_compare.yaml); a rerun keeps the finished
+# pairs of outputs/bench-digits (delete it for a fresh run); the summary goes to benchmarks/results/digits/
+BENCH_DIGITS := outputs/bench-digits
 bench-digits: install
-	$(PY) benchmarks/digits.py
+	$(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_compare.yaml --output $(BENCH_DIGITS)
+	mkdir -p benchmarks/results/digits
+	cp $(BENCH_DIGITS)/summary.md $(BENCH_DIGITS)/summary.csv $(BENCH_DIGITS)/summary.json \
+	   $(BENCH_DIGITS)/summary.png $(BENCH_DIGITS)/sheet.png benchmarks/results/digits/
+
+# the equal-budget study of issue 13 (configs/digits_study.yaml), one rank per core
+bench-study: install
+	mkdir -p outputs
+	RANK=1 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_study.yaml > outputs/study-rank1.log 2>&1 & \
+	RANK=0 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_study.yaml && wait
+	$(PY) benchmarks/digits_study.py outputs/digits-study
 
 train-digits: install
 	$(PY) -m doodl.digits.train
