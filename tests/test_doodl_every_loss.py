@@ -26,6 +26,7 @@ from doodl.guidance import (
     ClassifierLoss,
     CLIPTextLoss,
     CompositeLoss,
+    Cutouts,
     ImageSimilarityLoss,
     OpenCLIP,
 )
@@ -93,18 +94,18 @@ def red_distance(images, items):
 
 def classifier():
     torch.manual_seed(0)
-    return ClassifierLoss(TinyNet(), target_class=2, input_size=16, cutouts=4)
+    return ClassifierLoss(TinyNet(), target_class=2, input_size=16, cutouts=Cutouts(n=4))
 
 
 # name -> factory(clip, tmp_path) of the guidance loss
 LOSSES = {
-    "clip_text": lambda clip, tmp: CLIPTextLoss(clip, PROMPT, cutouts=4, reduction="mean"),
-    "image_similarity": lambda clip, tmp: ImageSimilarityLoss(clip, [reference_png(tmp / "ref.png")], cutouts=4),
+    "clip_text": lambda clip, tmp: CLIPTextLoss(clip, PROMPT, cutouts=Cutouts(n=4), reduction="mean"),
+    "image_similarity": lambda clip, tmp: ImageSimilarityLoss(clip, [reference_png(tmp / "ref.png")], cutouts=Cutouts(n=4)),
     "aesthetic_linear": lambda clip, tmp: AestheticLoss(clip, aesthetic_head(tmp, "linear"), head="linear"),
     "aesthetic_mlp": lambda clip, tmp: AestheticLoss(clip, aesthetic_head(tmp, "mlp"), head="mlp"),
     "classifier": lambda clip, tmp: classifier(),
     "composite": lambda clip, tmp: CompositeLoss(
-        {"text": CLIPTextLoss(clip, PROMPT, cutouts=4, reduction="mean"), "classifier": classifier()},
+        {"text": CLIPTextLoss(clip, PROMPT, cutouts=Cutouts(n=4), reduction="mean"), "classifier": classifier()},
         weights=[1.0, 0.5]),
     "callable": lambda clip, tmp: CallableLoss(red_distance),
 }

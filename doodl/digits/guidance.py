@@ -18,7 +18,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from doodl.guidance import AestheticLoss, CLIPTextLoss, ImageSimilarityLoss, OpenCLIP
+from doodl.guidance import AestheticLoss, CLIPTextLoss, Cutouts, ImageSimilarityLoss, OpenCLIP
 from doodl.guidance.clip_text import Reduction
 from doodl.guidance.image_similarity import Reference
 
@@ -47,14 +47,14 @@ class DigitCLIPTextLoss(CLIPTextLoss):
     and each item's "prompt" (or a fixed ``prompt``). The tiny CLIP knows all ten digits and the
     style words "thin" / "thick"; the generator never saw 8 or 9.
 
-    Args: see ``doodl.guidance.CLIPTextLoss``; ``min_cut`` lets crops be smaller than the 16 px
-    input (else every crop is the whole image); ``root``: weights folder (default: shipped)."""
+    Args: see ``doodl.guidance.CLIPTextLoss``; ``cutouts``: crop settings bound to the 16 px input,
+    whose ``min_size`` lets crops be smaller than it (else every crop is the whole image;
+    configs/digits_clip.yaml: ``Cutouts(n=8, min_size=12)``); None: the whole image.
+    ``root``: weights folder (default: shipped)."""
 
-    def __init__(self, prompt: str | None = None, cutouts: int | None = 8, cut_power: float = 0.3,
-                 min_cut: int | None = 12, reduction: Reduction = "mean", seed: int = 0, weight: float = 1.0,
-                 root: str | None = None):
-        super().__init__(DigitsCLIP(root), prompt=prompt, cutouts=cutouts, cut_power=cut_power, reduction=reduction,
-                         seed=seed, weight=weight, min_cut=min_cut)
+    def __init__(self, prompt: str | None = None, cutouts: Cutouts | None = None, reduction: Reduction = "mean",
+                 weight: float = 1.0, root: str | None = None):
+        super().__init__(DigitsCLIP(root), prompt=prompt, cutouts=cutouts, reduction=reduction, weight=weight)
 
 
 class DigitReferenceLoss(ImageSimilarityLoss):
@@ -62,13 +62,13 @@ class DigitReferenceLoss(ImageSimilarityLoss):
     embedding of a few reference images: fixed ``reference_images`` (paths or tensors), or each
     item's "reference_images" (e.g. ``configs/references/*.png``, real test digits).
 
-    Args: see ``doodl.guidance.ImageSimilarityLoss``; ``root``: weights folder (default: shipped)."""
+    Args: see ``doodl.guidance.ImageSimilarityLoss`` (configs/digits_personalize.yaml crops with
+    ``Cutouts(n=8, min_size=12)``); ``root``: weights folder (default: shipped)."""
 
-    def __init__(self, reference_images: Reference | Sequence[Reference] | None = None, cutouts: int | None = 8,
-                 cut_power: float = 0.3, min_cut: int | None = 12, reduction: Reduction = "mean", seed: int = 0,
-                 weight: float = 1.0, root: str | None = None):
-        super().__init__(DigitsCLIP(root), reference_images=reference_images, cutouts=cutouts, cut_power=cut_power,
-                         reduction=reduction, seed=seed, weight=weight, min_cut=min_cut)
+    def __init__(self, reference_images: Reference | Sequence[Reference] | None = None, cutouts: Cutouts | None = None,
+                 reduction: Reduction = "mean", weight: float = 1.0, root: str | None = None):
+        super().__init__(DigitsCLIP(root), reference_images=reference_images, cutouts=cutouts, reduction=reduction,
+                         weight=weight)
 
 
 class DigitBoldnessLoss(AestheticLoss):
@@ -81,8 +81,7 @@ class DigitBoldnessLoss(AestheticLoss):
     Args: see ``doodl.guidance.AestheticLoss``; ``root``: weights folder (default: shipped)."""
 
     def __init__(self, mode: Literal["maximize", "target"] = "maximize", target_score: float | None = None,
-                 cutouts: int | None = None, cut_power: float = 0.3, min_cut: int | None = None, seed: int = 0,
-                 weight: float = 1.0, root: str | None = None):
+                 cutouts: Cutouts | None = None, weight: float = 1.0, root: str | None = None):
         head = load_scorer(root).linear  # ScorerHead keeps the LAION head's Linear(D, 1) as .linear
         super().__init__(DigitsCLIP(root), dict(head.state_dict()), head="linear", mode=mode, target_score=target_score,
-                         cutouts=cutouts, cut_power=cut_power, seed=seed, weight=weight, min_cut=min_cut)
+                         cutouts=cutouts, weight=weight)

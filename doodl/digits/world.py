@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from doodl.guidance import ClassifierLoss
+from doodl.guidance import ClassifierLoss, Cutouts
 from doodl.models import StableDiffusion
 
 from .assets import load_classifier, pipeline_path
@@ -23,10 +23,11 @@ class DigitsStableDiffusion(StableDiffusion):
 
 class DigitClassifierLoss(ClassifierLoss):
     """Vocabulary expansion in the digits world: cross-entropy of the guidance classifier (all ten
-    digits, trained on split A) toward each item's "target_class" (or a fixed one)."""
+    digits, trained on split A) toward each item's "target_class" (or a fixed one). ``cutouts``:
+    crop settings bound to the 16 px input (``Cutouts(n=16, min_size=8)`` in configs/digits.yaml:
+    without a ``min_size`` below 16 every crop is the whole image); None: the whole image."""
 
-    def __init__(self, target_class: int | None = None, cutouts: int | None = None, cut_power: float = 0.3,
-                 weight: float = 1.0, root: str | None = None, min_cut: int | None = None):
+    def __init__(self, target_class: int | None = None, cutouts: Cutouts | None = None, weight: float = 1.0,
+                 root: str | None = None):
         super().__init__(load_classifier(root), target_class=target_class, input_size=IMAGE_SIZE,
-                         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), cutouts=cutouts, cut_power=cut_power,
-                         min_cut=min_cut, weight=weight)
+                         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), cutouts=cutouts, weight=weight)

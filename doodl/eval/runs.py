@@ -11,6 +11,7 @@ from doodl.run.methods import OneStep, Unguided
 from doodl.run.runner import DOODLRunner, paper_update
 from doodl.digits.data import SEEN, caption
 from doodl.digits.world import DigitClassifierLoss
+from doodl.guidance.cutouts import Cutouts
 
 GROUPS = {"seen": tuple(SEEN), "unseen": (8, 9)}
 
@@ -29,8 +30,13 @@ def make_items(n_seen: int, n_unseen: int, seed0: int = 0) -> list[dict]:
 
 
 def guide_loss(s: dict) -> DigitClassifierLoss:
-    """The guidance loss of both guided methods: the digit classifier with the settings' crops."""
-    return DigitClassifierLoss(cutouts=s["cutouts"], min_cut=s["min_cut"], cut_power=s["cut_power"])
+    """The guidance loss of both guided methods: the digit classifier with the settings' crops
+    (``cutouts`` crops per image of ``min_cut``-16 px, ``cut_power``; no crops when ``cutouts`` is None)."""
+    if not s["cutouts"]:
+        if s["min_cut"] is not None:
+            raise ValueError(f"min_cut={s['min_cut']} is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
+        return DigitClassifierLoss(cutouts=None)
+    return DigitClassifierLoss(cutouts=Cutouts(n=s["cutouts"], power=s["cut_power"], min_size=s["min_cut"]))
 
 
 def build_module(model: nn.Module, guidance: nn.Module, s: dict) -> DOODLRunner:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .base import GuidanceLoss, Items, check_images, missing_key, per_item
 from .clip_model import OpenCLIP
-from .cutouts import Cutouts
+from .cutouts import Cutouts, bind_cutouts, check_cutouts
 
 SCORE_MIN, SCORE_MAX = 1.0, 10.0
 
@@ -112,9 +112,9 @@ class AestheticLoss(GuidanceLoss):
         head: 'auto' (from the state dict keys), 'linear' or 'mlp'.
         mode: 'maximize' (loss = -score) or 'target' (loss = |score - target|).
         target_score: the fixed target in 'target' mode; None reads ``items[i]["target_score"]``.
-        cutouts: crops per image; None (default) scores the whole image (CLIP preprocessing).
-        cut_power, seed, min_cut: crop settings when ``cutouts`` is set (``Cutouts``); the score then
-            averages over a fixed set of crops (the same every call).
+        cutouts: the crop settings (``Cutouts``, bound here to CLIP's input size); the score then
+            averages over a fixed set of crops (the same every call). None (default) scores the whole
+            image (CLIP preprocessing).
         weight: scale of the loss.
     """
 
@@ -125,13 +125,11 @@ class AestheticLoss(GuidanceLoss):
         head: Literal["auto", "linear", "mlp"] = "auto",
         mode: Literal["maximize", "target"] = "maximize",
         target_score: float | None = None,
-        cutouts: int | None = None,
-        cut_power: float = 0.3,
-        seed: int = 0,
+        cutouts: Cutouts | None = None,
         weight: float = 1.0,
-        min_cut: int | None = None,
     ):
         super().__init__(weight)
+        check_cutouts(cutouts, type(self).__name__)  # before any model loads
         if not isinstance(clip, OpenCLIP):
             raise TypeError(f"clip must be a doodl.guidance.OpenCLIP, got {type(clip).__name__}")
         if mode not in ("maximize", "target"):
@@ -154,7 +152,7 @@ class AestheticLoss(GuidanceLoss):
         self.clip = clip
         self.mode = mode
         self.target_score = target_score
-        self.cutouts = Cutouts.optional(clip.image_size, cutouts, cut_power, seed, min_cut)
+        self.cutouts = bind_cutouts(cutouts, clip.image_size, type(self).__name__)
         self.freeze_()
 
     @property

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .aesthetic import load_state_dict_file
 from .base import GuidanceLoss, Items, check_images, missing_key, per_item
-from .cutouts import Cutouts, _pair
+from .cutouts import Cutouts, _pair, bind_cutouts, check_cutouts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,8 +121,8 @@ class ClassifierLoss(GuidanceLoss):
         target_class: a fixed class index; None reads ``items[i]["target_class"]``.
         input_size: the classifier's input size (int or (h, w)); None feeds the image at its own size.
         mean, std: input normalization (ImageNet by default).
-        cutouts: crops per image (None: the whole image); requires ``input_size``.
-        cut_power, seed, min_cut: crop settings (``Cutouts``; min_cut lets crops be smaller than input_size).
+        cutouts: the crop settings (``Cutouts``, bound here to ``input_size``, which they require; their
+            ``min_size`` lets crops be smaller than it); None (default): the whole image.
         weight: scale of the loss.
     """
 
@@ -137,19 +137,15 @@ class ClassifierLoss(GuidanceLoss):
         input_size: int | tuple[int, int] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        cutouts: int | None = None,
-        cut_power: float = 0.3,
-        seed: int = 0,
+        cutouts: Cutouts | None = None,
         weight: float = 1.0,
-        min_cut: int | None = None,
     ):
         super().__init__(weight)
+        check_cutouts(cutouts, "the classifier")  # before any model loads
         self.model = build_classifier(model, weights, num_classes)
         self.num_classes = num_classes if num_classes is not None else _num_classes(self.model)
         self.input_size = None if input_size is None else _pair(input_size)
-        if cutouts and self.input_size is None:
-            raise ValueError("cutouts need the classifier's input_size")
-        self.cutouts = Cutouts.optional(self.input_size, cutouts, cut_power, seed, min_cut)
+        self.cutouts = bind_cutouts(cutouts, self.input_size, "the classifier")
         self.target_class = None if target_class is None else self._check_class(target_class)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))  # follow the model
         as_buffer = dict(dtype=torch.float32, device=device)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import GuidanceLoss, Items, check_images, per_item
 from .clip_model import OpenCLIP, spherical_distance
-from .cutouts import Cutouts
+from .cutouts import Cutouts, bind_cutouts, check_cutouts
 
 Reduction = Literal["min", "mean"]
 
@@ -34,12 +35,10 @@ class CLIPEmbeddingLoss(GuidanceLoss):
 
     Args:
         clip: the frozen open_clip adapter (can be shared between losses).
-        cutouts: crops per image (16); 0 or None embeds the whole image pooled to the input size.
-        cut_power: crop-size exponent (0.3; 0.06 in the personalization demo).
+        cutouts: the crop settings (``Cutouts(n=16)`` in the paper; power 0.06 in its personalization
+            demo), bound here to CLIP's input size; None embeds the whole image pooled to that size.
         reduction: 'min' over crops (reference code) or 'mean' (diffusers' CLIP-guided example).
-        seed: seed of the crop generator.
         weight: scale of the loss.
-        min_cut: smallest crop side in pixels (``Cutouts``; None: SPEC's min(side, input size)).
     """
 
     score_direction = "max"  # cosine similarity
@@ -47,21 +46,19 @@ class CLIPEmbeddingLoss(GuidanceLoss):
     def __init__(
         self,
         clip: OpenCLIP,
-        cutouts: int | None = 16,
-        cut_power: float = 0.3,
+        cutouts: Cutouts | None = None,
         reduction: Reduction = "min",
-        seed: int = 0,
         weight: float = 1.0,
-        min_cut: int | None = None,
     ):
         super().__init__(weight)
+        check_cutouts(cutouts, type(self).__name__)  # before any model loads
         if not isinstance(clip, OpenCLIP):
             raise TypeError(f"clip must be a doodl.guidance.OpenCLIP, got {type(clip).__name__}")
         if reduction not in ("min", "mean"):
             raise ValueError(f"reduction must be 'min' or 'mean', got {reduction!r}")
         self.clip = clip
         self.reduction = reduction
-        self.cutouts = Cutouts(clip.image_size, n=cutouts, power=cut_power, seed=seed, min_cut=min_cut)
+        self.cutouts = bind_cutouts(cutouts, clip.image_size, type(self).__name__)
 
     def targets(self, items: Items | None, batch: int) -> Tensor:  # pragma: no cover - abstract
         """(B, D) unit-norm target embeddings."""
@@ -71,7 +68,10 @@ class CLIPEmbeddingLoss(GuidanceLoss):
         """(B, n) spherical distance of every crop to its image's target."""
         check_images(images)
         target = self.targets(items, images.shape[0]).to(images.device)  # (B, D)
-        crops = self.cutouts.for_items(images, items)  # (B, n, 3, S, S)
+        if self.cutouts is not None:
+            crops = self.cutouts.for_items(images, items)  # (B, n, 3, S, S)
+        else:  # the whole image, pooled to the input size (n = 1)
+            crops = F.adaptive_avg_pool2d(images, self.clip.image_size)[:, None]
         batch, n = crops.shape[:2]
         embeds = self.clip.embed_images(crops.flatten(0, 1)).view(batch, n, -1)  # (B, n, D)
         return spherical_distance(embeds, target[:, None])
@@ -93,21 +93,18 @@ class CLIPTextLoss(CLIPEmbeddingLoss):
     Args:
         clip: ``OpenCLIP(model_name, pretrained)``; the paper's default is ViT-g-14 laion2b_s12b_b42k.
         prompt: a fixed prompt; None reads ``items[i]["prompt"]``.
-        cutouts, cut_power, reduction, seed, weight, min_cut: see ``CLIPEmbeddingLoss``.
+        cutouts, reduction, weight: see ``CLIPEmbeddingLoss``.
     """
 
     def __init__(
         self,
         clip: OpenCLIP,
         prompt: str | None = None,
-        cutouts: int | None = 16,
-        cut_power: float = 0.3,
+        cutouts: Cutouts | None = None,
         reduction: Reduction = "min",
-        seed: int = 0,
         weight: float = 1.0,
-        min_cut: int | None = None,
     ):
-        super().__init__(clip, cutouts, cut_power, reduction, seed, weight, min_cut)
+        super().__init__(clip, cutouts, reduction, weight)
         if prompt is not None and not isinstance(prompt, str):
             raise ValueError(f"prompt must be a string or None, got {type(prompt).__name__}")
         self.prompt = prompt

@@ -28,7 +28,7 @@ from torch import Tensor
 from ..hub import resolve_file
 from .base import GuidanceLoss, Items, check_images, missing_key, per_item
 from .clip_model import OpenCLIP
-from .cutouts import Cutouts
+from .cutouts import Cutouts, bind_cutouts, check_cutouts
 
 _HELP = ("HPSv2's checkpoint file (HPS_v2_compressed.pt or HPS_v2.1_compressed.pt from the xswu/HPSv2 hub repo), "
          "a torch.save of {'state_dict': <open_clip model state dict>}")
@@ -55,8 +55,8 @@ class HPSv2Loss(GuidanceLoss):
         model_name: the open_clip architecture the checkpoint belongs to ('ViT-H-14' for HPSv2 and v2.1).
         prompt: a fixed prompt; None reads ``items[i]["prompt"]``.
         resize: 'pad' (HPSv2's evaluation transform) or 'crop' (CLIP's shortest side + center crop).
-        cutouts: crops per image; None (default) scores the whole image.
-        cut_power, seed, min_cut: crop settings when ``cutouts`` is set (``Cutouts``).
+        cutouts: the crop settings (``Cutouts``, bound here to the model's input size); None (default)
+            scores the whole image.
         weight: scale of the loss.
         precision, device, tokenizer, cache_dir: as ``OpenCLIP`` (the tokenizer: the model's own by default).
         local_files_only: for a hub checkpoint (``doodl.hub``; None follows HF_HUB_OFFLINE).
@@ -70,10 +70,7 @@ class HPSv2Loss(GuidanceLoss):
         model_name: str = "ViT-H-14",
         prompt: str | None = None,
         resize: Literal["pad", "crop"] = "pad",
-        cutouts: int | None = None,
-        cut_power: float = 0.3,
-        seed: int = 0,
-        min_cut: int | None = None,
+        cutouts: Cutouts | None = None,
         weight: float = 1.0,
         precision: str = "fp32",
         device: str | torch.device = "cpu",
@@ -82,6 +79,7 @@ class HPSv2Loss(GuidanceLoss):
         local_files_only: bool | None = None,
     ):
         super().__init__(weight)
+        check_cutouts(cutouts, type(self).__name__)  # before any model loads
         if resize not in ("pad", "crop"):
             raise ValueError(f"resize must be 'pad' (HPSv2's transform) or 'crop' (CLIP's), got {resize!r}")
         if prompt is not None and not isinstance(prompt, str):
@@ -104,7 +102,7 @@ class HPSv2Loss(GuidanceLoss):
         self.checkpoint = str(path)
         self.resize_mode = resize
         self.prompt = prompt
-        self.cutouts = Cutouts.optional(self.clip.image_size, cutouts, cut_power, seed, min_cut)
+        self.cutouts = bind_cutouts(cutouts, self.clip.image_size, type(self).__name__)
         self._text_cache: dict[str, Tensor] = {}
         self.freeze_()
 

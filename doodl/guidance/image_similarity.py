@@ -17,6 +17,7 @@ from torch import Tensor
 from .base import Items, missing_key, per_item
 from .clip_model import OpenCLIP
 from .clip_text import CLIPEmbeddingLoss, Reduction
+from .cutouts import Cutouts
 
 Reference = Union[str, os.PathLike, Tensor]
 
@@ -59,21 +60,18 @@ class ImageSimilarityLoss(CLIPEmbeddingLoss):
         clip: ``OpenCLIP(model_name, pretrained)``.
         reference_images: fixed references: image paths and/or (3, H, W) / (N, 3, H, W) tensors in [0, 1];
             None reads ``items[i]["reference_images"]`` (paths or tensors) per sample.
-        cutouts, cut_power, reduction, seed, weight, min_cut: see ``CLIPEmbeddingLoss``.
+        cutouts, reduction, weight: see ``CLIPEmbeddingLoss``.
     """
 
     def __init__(
         self,
         clip: OpenCLIP,
         reference_images: Reference | Sequence[Reference] | None = None,
-        cutouts: int | None = 16,
-        cut_power: float = 0.3,
+        cutouts: Cutouts | None = None,
         reduction: Reduction = "min",
-        seed: int = 0,
         weight: float = 1.0,
-        min_cut: int | None = None,
     ):
-        super().__init__(clip, cutouts, cut_power, reduction, seed, weight, min_cut)
+        super().__init__(clip, cutouts, reduction, weight)
         self._path_cache: dict[tuple[str, ...], Tensor] = {}
         self.fixed_target: Tensor | None = None
         if reference_images is not None:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..hub import resolve_folder
 from .base import GuidanceLoss, Items, check_images, missing_key, per_item
-from .cutouts import Cutouts
+from .cutouts import Cutouts, bind_cutouts, check_cutouts
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"  # the processor PickScore's authors load
@@ -127,8 +127,8 @@ class PickScoreLoss(GuidanceLoss):
         model: folder (or hub id) of the PickScore ``CLIPModel`` (``CLIPModel.save_pretrained``).
         processor: folder (or hub id) of its ``CLIPProcessor``; None: the model's folder.
         prompt: a fixed prompt; None reads ``items[i]["prompt"]``.
-        cutouts: crops per image; None (default) scores the whole image (the processor's preprocessing).
-        cut_power, seed, min_cut: crop settings when ``cutouts`` is set (``Cutouts``).
+        cutouts: the crop settings (``Cutouts``, bound here to the model's input size); None (default)
+            scores the whole image (the processor's preprocessing).
         weight: scale of the loss.
         device, dtype: where and in which precision the model runs ("float32", "float16", ...).
         local_files_only, cache_dir, revision: hub resolution (``doodl.hub``; None follows HF_HUB_OFFLINE).
@@ -141,10 +141,7 @@ class PickScoreLoss(GuidanceLoss):
         model: str = PICKSCORE_MODEL,
         processor: str | None = PICKSCORE_PROCESSOR,
         prompt: str | None = None,
-        cutouts: int | None = None,
-        cut_power: float = 0.3,
-        seed: int = 0,
-        min_cut: int | None = None,
+        cutouts: Cutouts | None = None,
         weight: float = 1.0,
         device: str | torch.device = "cpu",
         dtype: str = "float32",
@@ -153,6 +150,7 @@ class PickScoreLoss(GuidanceLoss):
         revision: str | None = None,
     ):
         super().__init__(weight)
+        check_cutouts(cutouts, type(self).__name__)  # before any model loads
         from transformers import CLIPModel, CLIPProcessor
 
         if prompt is not None and not isinstance(prompt, str):
@@ -181,7 +179,7 @@ class PickScoreLoss(GuidanceLoss):
             raise ValueError(f"the processor crops to {self.image_size} but the model takes "
                              f"{net.config.vision_config.image_size} px images: pair the model with its own processor")
         self.prompt = prompt
-        self.cutouts = Cutouts.optional(self.image_size, cutouts, cut_power, seed, min_cut)
+        self.cutouts = bind_cutouts(cutouts, self.image_size, type(self).__name__)
         self._text_cache: dict[str, Tensor] = {}
         self.freeze_()
 

@@ -15,9 +15,11 @@ from doodl.app.cli import main
 from doodl.digits import assets, data
 from doodl.digits.guidance import DigitBoldnessLoss, DigitCLIPTextLoss, DigitReferenceLoss, DigitsCLIP
 from doodl.digits.train_guidance import clip_image_embeddings
+from doodl.guidance import Cutouts
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCES = sorted((ROOT / "configs" / "references").glob("nine_*.png"))
+CROPS = Cutouts(n=8, min_size=12)  # the crops of configs/digits_clip.yaml and digits_personalize.yaml
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +50,14 @@ def test_digits_clip_is_the_shipped_model():
 def test_text_loss_ranks_the_right_caption_first(test_set):
     images, labels = test_set
     x = first_of_each(images, labels)  # digits 0..9, one each
-    loss = DigitCLIPTextLoss()
+    loss = DigitCLIPTextLoss(cutouts=CROPS)
     captions = [data.caption(d) for d in range(10)]
     with torch.no_grad():  # (captions, images); the same crops for every caption
         table = torch.stack([loss(x, seeded([{"prompt": c}] * 10)) for c in captions])
     right = (table.argmin(0) == torch.arange(10)).sum().item()
     assert right >= 9, table.argmin(0)
     # the fixed prompt is the same as that prompt per item
-    fixed = DigitCLIPTextLoss(prompt=captions[8])
+    fixed = DigitCLIPTextLoss(prompt=captions[8], cutouts=CROPS)
     torch.testing.assert_close(fixed(x, seeded([{}] * 10)), table[8])
 
 
@@ -81,7 +83,7 @@ def test_boldness_loss_is_lower_for_thicker_strokes(test_set):
 def test_reference_loss_is_lower_for_the_same_class(test_set):
     assert len(REFERENCES) == 4, "configs/references/nine_*.png: run configs/references/make_references.py"
     images, labels = test_set
-    loss = DigitReferenceLoss(reference_images=[str(p) for p in REFERENCES])
+    loss = DigitReferenceLoss(reference_images=[str(p) for p in REFERENCES], cutouts=CROPS)
     means = {}
     with torch.no_grad():
         for d in range(10):
@@ -91,7 +93,7 @@ def test_reference_loss_is_lower_for_the_same_class(test_set):
     assert means[9] < min(others.values()), means
     # per-item references (an item's "reference_images") give the same target
     x = images[labels == 9][4:6]
-    per_item = DigitReferenceLoss()(x, seeded([{"reference_images": [str(p) for p in REFERENCES]}] * 2))
+    per_item = DigitReferenceLoss(cutouts=CROPS)(x, seeded([{"reference_images": [str(p) for p in REFERENCES]}] * 2))
     torch.testing.assert_close(per_item, loss(x, seeded([{}] * 2)))
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from doodl.guidance import AestheticLoss, AestheticMLP
+from doodl.guidance import AestheticLoss, AestheticMLP, Cutouts
 
 from .conftest import rand_images
 
@@ -78,7 +78,7 @@ def test_score_clipped_to_1_10(clip, tmp_path):
 
 def test_cutouts_average_over_crops(clip, tmp_path):
     save_linear(tmp_path / "linear.pth")
-    loss = AestheticLoss(clip, str(tmp_path / "linear.pth"), cutouts=4, seed=1)
+    loss = AestheticLoss(clip, str(tmp_path / "linear.pth"), cutouts=Cutouts(n=4, seed=1))
     images = rand_images(2, 48)
     assert loss(images).shape == (2,)
     # the loss draws new crops each call; the score averages the same fixed crops every call

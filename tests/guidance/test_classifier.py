@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from doodl.guidance import IMAGENET_MEAN, IMAGENET_STD, ClassifierLoss
+from doodl.guidance import IMAGENET_MEAN, IMAGENET_STD, ClassifierLoss, Cutouts
 
 from .conftest import TinyNet, rand_images
 
@@ -37,37 +37,35 @@ def test_input_size_and_per_item_targets(tiny_net):
 
 def test_cutouts_mean_cross_entropy(tiny_net):
     images = rand_images(2, 48)
-    loss = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=4, seed=2)
-    from doodl.guidance import Cutouts
+    loss = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=Cutouts(n=4, seed=2))
 
-    crops = Cutouts(16, n=4, seed=2)(images).flatten(0, 1)
+    crops = Cutouts(n=4, seed=2).bind(16)(images).flatten(0, 1)
     ce = F.cross_entropy(tiny_net(normalized(crops)), torch.ones(8, dtype=torch.long), reduction="none")
     torch.testing.assert_close(loss(images), ce.view(2, 4).mean(1))
     with pytest.raises(ValueError, match="input_size"):
-        ClassifierLoss(tiny_net, target_class=1, cutouts=4)
+        ClassifierLoss(tiny_net, target_class=1, cutouts=Cutouts(n=4))
 
 
 def test_min_cut_crops_below_the_input_size(tiny_net):
-    """An image of the classifier's own size: min_cut makes the crops differ from the whole image."""
-    from doodl.guidance import Cutouts
+    """An image of the classifier's own size: min_size makes the crops differ from the whole image."""
 
     images = rand_images(2, 16)
-    loss = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=4, seed=2, min_cut=8)
-    crops = Cutouts(16, n=4, seed=2, min_cut=8)(images).flatten(0, 1)
+    loss = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=Cutouts(n=4, seed=2, min_size=8))
+    crops = Cutouts(n=4, seed=2, min_size=8).bind(16)(images).flatten(0, 1)
     ce = F.cross_entropy(tiny_net(normalized(crops)), torch.ones(8, dtype=torch.long), reduction="none")
     torch.testing.assert_close(loss(images), ce.view(2, 4).mean(1))
-    whole = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=4, seed=2)
+    whole = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=Cutouts(n=4, seed=2))
     assert not torch.allclose(loss(images), whole(images))
     # the score averages the target probability over the same fixed crops at every call
     from doodl.guidance.cutouts import fixed_generators
 
-    fixed = Cutouts(16, n=4, min_cut=8)(images, fixed_generators(2, 2)).flatten(0, 1)
+    fixed = Cutouts(n=4, min_size=8).bind(16)(images, fixed_generators(2, 2)).flatten(0, 1)
     probs = tiny_net(normalized(fixed)).softmax(-1)[:, 1].view(2, 4).mean(1)
     torch.testing.assert_close(loss.score(images), probs)
     torch.testing.assert_close(loss.score(images), loss.score(images), rtol=0, atol=0)
     assert not torch.allclose(loss(images), loss(images))  # the loss draws fresh crops
-    with pytest.raises(ValueError, match="min_cut is set but cutouts is off"):
-        ClassifierLoss(tiny_net, target_class=1, input_size=16, min_cut=8)
+    with pytest.raises(ValueError, match=r"cutouts=4 \(a number of crops\) is the old form.*Cutouts\(n=4\)"):
+        ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=4)
 
 
 def test_torchscript_file(tiny_net, tmp_path):

@@ -96,7 +96,7 @@ def test_offline_uncached_tag_fails_at_once(monkeypatch, tmp_path):
 
 
 def manual_distances(clip, images, text, seed, n):
-    crops = Cutouts(clip.image_size, n=n, seed=seed)(images)
+    crops = Cutouts(n=n, seed=seed).bind(clip.image_size)(images)
     embeds = F.normalize(clip.model.encode_image(((crops.flatten(0, 1) - clip.mean) / clip.std)), dim=-1)
     v = F.normalize(clip.model.encode_text(clip.tokenizer([text])), dim=-1)
     cos = (embeds.view(images.shape[0], n, -1) * v).sum(-1).clamp(-1, 1)
@@ -106,7 +106,7 @@ def manual_distances(clip, images, text, seed, n):
 @pytest.mark.parametrize("reduction", ["min", "mean"])
 def test_text_loss_matches_direct_formula(clip, reduction):
     images = rand_images(2, 48, seed=1)
-    loss = CLIPTextLoss(clip, prompt="a cat", cutouts=5, reduction=reduction, seed=3, weight=2.0)
+    loss = CLIPTextLoss(clip, prompt="a cat", cutouts=Cutouts(n=5, seed=3), reduction=reduction, weight=2.0)
     d = manual_distances(clip, images, "a cat", seed=3, n=5)
     expected = d.min(1).values if reduction == "min" else d.mean(1)
     torch.testing.assert_close(loss(images), 2.0 * expected, atol=1e-5, rtol=1e-4)
@@ -114,8 +114,8 @@ def test_text_loss_matches_direct_formula(clip, reduction):
 
 def test_min_below_mean(clip):
     images = rand_images(2, 48)
-    low = CLIPTextLoss(clip, "a cat", cutouts=8, reduction="min", seed=0)(images)
-    mean = CLIPTextLoss(clip, "a cat", cutouts=8, reduction="mean", seed=0)(images)
+    low = CLIPTextLoss(clip, "a cat", cutouts=Cutouts(n=8, seed=0), reduction="min")(images)
+    mean = CLIPTextLoss(clip, "a cat", cutouts=Cutouts(n=8, seed=0), reduction="mean")(images)
     assert (low < mean).all()
 
 

@@ -12,6 +12,7 @@ from doodl.guidance import (
     ClassifierLoss,
     CLIPTextLoss,
     CompositeLoss,
+    Cutouts,
     ImageSimilarityLoss,
 )
 
@@ -28,15 +29,15 @@ def _aesthetic(clip, tmp_path, kind):
 
 
 FACTORIES = {
-    "clip_text_min": lambda clip, net, tmp: CLIPTextLoss(clip, "a cat", cutouts=4, reduction="min"),
-    "clip_text_mean": lambda clip, net, tmp: CLIPTextLoss(clip, "a cat", cutouts=4, reduction="mean"),
-    "image_similarity": lambda clip, net, tmp: ImageSimilarityLoss(clip, rand_images(2, 32, seed=9), cutouts=4),
+    "clip_text_min": lambda clip, net, tmp: CLIPTextLoss(clip, "a cat", cutouts=Cutouts(n=4), reduction="min"),
+    "clip_text_mean": lambda clip, net, tmp: CLIPTextLoss(clip, "a cat", cutouts=Cutouts(n=4), reduction="mean"),
+    "image_similarity": lambda clip, net, tmp: ImageSimilarityLoss(clip, rand_images(2, 32, seed=9), cutouts=Cutouts(n=4)),
     "aesthetic_linear": lambda clip, net, tmp: _aesthetic(clip, tmp, "linear"),
     "aesthetic_mlp": lambda clip, net, tmp: _aesthetic(clip, tmp, "mlp"),
     "aesthetic_target": lambda clip, net, tmp: AestheticLoss(
         clip, str(_aesthetic(clip, tmp, "linear") and tmp / "linear.pth"), mode="target", target_score=9.0),
     "classifier": lambda clip, net, tmp: ClassifierLoss(net, target_class=2),
-    "classifier_cutouts": lambda clip, net, tmp: ClassifierLoss(net, target_class=2, input_size=16, cutouts=4),
+    "classifier_cutouts": lambda clip, net, tmp: ClassifierLoss(net, target_class=2, input_size=16, cutouts=Cutouts(n=4)),
     "callable": lambda clip, net, tmp: CallableLoss(lambda x, items: (x - 0.25).pow(2).mean((1, 2, 3))),
     "composite": lambda clip, net, tmp: CompositeLoss(
         [CLIPTextLoss(clip, "a cat", cutouts=None), ClassifierLoss(net, target_class=2)], weights=[1.0, 0.1]),

@@ -107,7 +107,7 @@ def test_gradient_matches_float64_finite_differences(hps, cutouts):
     loss.clip.model.double()
     loss._text_cache.clear()
     if cutouts:
-        loss.cutouts = Cutouts(loss.clip.image_size, n=cutouts, power=0.3)
+        loss.cutouts = Cutouts(n=cutouts, power=0.3).bind(loss.clip.image_size)
     x = rand_images(1, 40, seed=6).double()[..., :36].contiguous().requires_grad_(True)  # 40x36: resize and pad
 
     def f(images):  # the same crops at every call: a fresh generator with the same seed

@@ -112,7 +112,7 @@ def test_gradient_matches_float64_finite_differences(pick, cutouts):
     if cutouts:
         from doodl.guidance import Cutouts
 
-        loss.cutouts = Cutouts(loss.image_size, n=cutouts, power=0.3)
+        loss.cutouts = Cutouts(n=cutouts, power=0.3).bind(loss.image_size)
     x = rand_images(1, 40, seed=5).double().requires_grad_(True)
 
     def f(images):  # the same crops at every call: a fresh generator with the same seed
