@@ -194,3 +194,15 @@ def bind_cutouts(cutouts: Cutouts | None, cut_size: int | tuple[int, int] | None
     if cut_size is None:
         raise ValueError(f"cutouts need {owner}'s input size: set input_size, or cutouts=None")
     return cutouts.bind(cut_size)
+
+
+def parser_error_hint(message: str) -> str | None:
+    """The new form, for a parser (jsonargparse) error that refused a number where a ``Cutouts`` is
+    expected (an old config's ``cutouts: 16``); None for any other error. The ``doodl`` command
+    can append it to the parser's message."""
+    if "doodl.guidance.cutouts.Cutouts" not in message or "Given value type: <class 'int'>" not in message:
+        return None
+    value = message.rsplit("Given value:", 1)[-1].split()
+    n = int(value[0]) if value and value[0].isdigit() and int(value[0]) > 0 else 16
+    return (f"cutouts is a Cutouts object now, not a number of crops (cut_power / min_cut / seed moved into it "
+            f"as power / min_size / seed): {new_form(n)}")

@@ -172,3 +172,47 @@ def test_losses_refuse_the_old_integer_form_with_the_new_one():
         check_cutouts({"n": 4})
     with pytest.raises(ValueError, match="input size"):
         bind_cutouts(Cutouts(n=2), None, "the classifier")
+
+
+def test_the_parser_refuses_the_old_form_and_the_hint_names_the_new_one():
+    """jsonargparse itself refuses ``cutouts: 16`` on a loss (a number is not a Cutouts); the hint
+    for that message names the new form with the same number of crops, and is None otherwise."""
+    from jsonargparse import ArgumentParser
+
+    from doodl.guidance import ClassifierLoss
+    from doodl.guidance.cutouts import parser_error_hint
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--guidance", type=ClassifierLoss)
+    config = '{"class_path": "doodl.guidance.ClassifierLoss", "init_args": {"model": "m", "cutouts": 12}}'
+    with pytest.raises(Exception) as err:
+        parser.parse_args(["--guidance", config])
+    hint = parser_error_hint(str(err.value))
+    assert hint is not None and "init_args: {n: 12" in hint and "min_size" in hint
+    assert parser_error_hint("Parser key 'model.iterations': Expected a <class 'int'>") is None
+    good = '{"class_path": "doodl.guidance.ClassifierLoss", "init_args": {"model": "m", "cutouts": {"n": 4, "min_size": 8}}}'
+    cfg = parser.parse_args(["--guidance", good])
+    assert cfg.guidance.init_args.cutouts.class_path in ("doodl.guidance.Cutouts", "doodl.guidance.cutouts.Cutouts")
+    assert cfg.guidance.init_args.cutouts.init_args.min_size == 8
+
+
+def test_no_function_in_the_package_re_declares_the_crop_keywords():
+    """The crops are one injected object: no function or class in doodl/ (the app's module, the
+    runner, every loss) takes cut_power / min_cut / a crop count; a ``cutouts`` parameter is a
+    ``Cutouts | None``. (A source scan: nothing is imported.)"""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "doodl"
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for arg in node.args.args + node.args.kwonlyargs:
+                where = f"{path.relative_to(root.parent)}:{node.lineno} {node.name}({arg.arg})"
+                if arg.arg in ("cut_power", "min_cut", "cut_seed", "n_cutouts", "num_cutouts"):
+                    offenders.append(where)
+                elif arg.arg == "cutouts" and (arg.annotation is None or "Cutouts" not in ast.unparse(arg.annotation)):
+                    offenders.append(where + ": not annotated Cutouts | None")
+    assert offenders == []
