@@ -62,7 +62,7 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from .data import PromptDataModule
-    from .lightning_cli import TRAINER_DEFAULTS, DOODLCLI, RunConfig
+    from .lightning_cli import TRAINER_DEFAULTS, DOODLCLI, DOODLArgumentParser, RunConfig
     from .module import DOODL
     from .quiet import quiet_warnings
     from .run_guard import RunGuard
@@ -75,7 +75,7 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
         with quiet_warnings():
             return DOODLCLI(
                 DOODL, PromptDataModule, args=args, run=run, trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [guard]},
-                save_config_callback=RunConfig, auto_configure_optimizers=False,
+                save_config_callback=RunConfig, auto_configure_optimizers=False, parser_class=DOODLArgumentParser,
             )
     except SIGTERMException as e:
         raise SystemExit(130 if guard.interrupted else 143) from e

@@ -162,6 +162,9 @@ def console_compare(args: list[str]) -> int:
     try:
         compare_main(args)
     except argparse.ArgumentError as e:  # the parser's own errors: one line, as doodl fit's
-        print(f"doodl compare: error: {e}".strip(), file=sys.stderr)
+        from doodl.guidance.cutouts import parser_error_hint
+
+        hint = parser_error_hint(str(e))
+        print(f"doodl compare: error: {e}".strip() + (f"\n{hint}" if hint else ""), file=sys.stderr)
         return 2
     return 0

@@ -78,6 +78,19 @@ def set_threads(threads: int | None) -> None:
     os.environ["OMP_NUM_THREADS"] = str(int(threads))
 
 
+class DOODLArgumentParser(LightningArgumentParser):
+    """Lightning's parser, with the new form of an option an old config still writes the old way
+    (``cutouts: 16`` -> a ``Cutouts`` object) added to its error."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        from doodl.guidance.cutouts import parser_error_hint
+
+        hint = parser_error_hint(str(message))
+        if hint and hint in str(message):  # a subcommand's parser added it already
+            hint = None
+        return super().error(f"{message}\n{hint}" if hint else message, ex)
+
+
 class DOODLCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:

@@ -36,13 +36,17 @@ class Judge(nn.Module):
         name: the judge's column in every table; unique within a comparison.
         direction: "max" or "min".
         description: one line for the summary's list of judges (default: the class's own).
+        gap: report the adversarial gap guide minus this judge (True); False for a judge whose
+            values are on another scale than the guide's (a 1-10 aesthetic score beside a CLIP
+            similarity), where the difference means nothing.
     """
 
     kind: str = "mean"
     set_level: bool = False
 
-    def __init__(self, name: str, direction: Direction, description: str | None = None):
+    def __init__(self, name: str, direction: Direction, description: str | None = None, gap: bool = True):
         super().__init__()
+        self.gap = bool(gap)
         if not isinstance(name, str) or not name.strip() or name != name.strip() or "," in name:
             raise ValueError(f"judge name must be a non-empty string without commas or outer spaces, got {name!r}")
         if direction not in DIRECTIONS:
@@ -105,7 +109,8 @@ class LossJudge(Judge):
 
     kind = "mean"
 
-    def __init__(self, loss: GuidanceLoss, name: str, direction: Direction | None = None, description: str | None = None):
+    def __init__(self, loss: GuidanceLoss, name: str, direction: Direction | None = None, description: str | None = None,
+                 gap: bool = True):
         if not isinstance(loss, GuidanceLoss):
             raise TypeError(f"LossJudge {name!r} needs a doodl.guidance.GuidanceLoss, got {type(loss).__name__}")
         own = loss.score_direction
@@ -114,7 +119,7 @@ class LossJudge(Judge):
         if own is not None and direction is not None and direction != own:
             raise ValueError(f"judge {name!r}: direction {direction!r} contradicts {type(loss).__name__}'s "
                              f"score_direction {own!r}; leave direction unset")
-        super().__init__(name, direction or own, description)
+        super().__init__(name, direction or own, description, gap)
         self.loss = loss.train(False)
 
     def default_description(self) -> str:
@@ -160,12 +165,14 @@ class ClassifierJudge(Judge):
 
     kind = "accuracy"
 
-    def __init__(self, model: nn.Module | Callable[[], nn.Module] | str, name: str = "classifier",
+    # the string first: jsonargparse tries the types in order, and matching a string against every
+    # nn.Module subclass loaded (thousands, once timm and open_clip are imported) made parsing slow
+    def __init__(self, model: Callable[[], nn.Module] | str | nn.Module, name: str = "classifier",
                  weights: str | None = None, num_classes: int | None = None, target_class: int | None = None,
                  input_size: int | tuple[int, int] | None = None, resize: bool = False,
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                 description: str | None = None):
-        super().__init__(name, "max", description)
+                 description: str | None = None, gap: bool = True):
+        super().__init__(name, "max", description, gap)
         if resize and input_size is None:
             raise ValueError(f"judge {name!r}: resize needs the classifier's input_size")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
@@ -243,8 +250,8 @@ class InkMass(Judge):
     kind = "mean"
 
     def __init__(self, ink: Literal["light", "dark"], name: str = "ink_mass", direction: Direction = "max",
-                 threshold: float | None = None, description: str | None = None):
-        super().__init__(name, direction, description)
+                 threshold: float | None = None, description: str | None = None, gap: bool = True):
+        super().__init__(name, direction, description, gap)
         if ink not in ("light", "dark"):
             raise ValueError(f"judge {name!r}: ink must be 'light' (light strokes on dark) or 'dark', got {ink!r}")
         if threshold is not None and not 0 <= threshold < 1:

@@ -84,13 +84,15 @@ def gap_entry(guide: list[float | None], other: list[float | None], n_boot: int,
 
 
 def gap_judges(judges: Sequence[Judge], guide: str | None) -> list[Judge]:
-    """The judges the guide is compared with: every other per-item judge of its kind and direction."""
+    """The judges the guide is compared with: every other per-item judge of its kind and direction
+    that reports a gap (``Judge.gap``)."""
     if guide is None:
         return []
     g = find_judge(judges, guide)
     if g.set_level:
         raise ValueError(f"the guide judge {guide!r} is set-level: name a per-item judge as the guide")
-    return [j for j in judges if j is not g and not j.set_level and j.kind == g.kind and j.direction == g.direction]
+    return [j for j in judges if j is not g and not j.set_level and j.kind == g.kind and j.direction == g.direction
+            and getattr(j, "gap", True)]
 
 
 def summarize(records: Sequence[Mapping[str, Any]], judges: Sequence[Judge], guide: str | None = None,

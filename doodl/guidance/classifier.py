@@ -130,7 +130,7 @@ class ClassifierLoss(GuidanceLoss):
 
     def __init__(
         self,
-        model: nn.Module | str,
+        model: str | nn.Module,  # the string first: jsonargparse matches a string against every nn.Module class loaded
         weights: str | None = None,
         num_classes: int | None = None,
         target_class: int | None = None,

@@ -214,3 +214,21 @@ def test_threads_option_sets_torch_threads_for_the_run_only(pipeline, tmp_path, 
         torch.set_num_threads(before)
     with pytest.raises(SystemExit):  # the parser's own error: not a positive int
         main(args(pipeline, tmp_path / "c", "--threads=0"), run=False)
+
+
+def test_an_old_cutouts_number_gets_the_new_form(tmp_path, capsys):
+    """A config from before Cutouts objects (``cutouts: 16``) is refused with the form to write, once."""
+    import yaml
+
+    from doodl.app.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = yaml.safe_load((root / "configs" / "digits.yaml").read_text())
+    cfg["model"]["guidance"]["init_args"]["cutouts"] = 16
+    cfg["data"]["path"] = str(root / "configs" / "prompts" / "digits.jsonl")
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(path), "--print_config"])
+    err = capsys.readouterr().err
+    assert err.count("cutouts is a Cutouts object now") == 1 and "class_path: doodl.guidance.cutouts.Cutouts" in err

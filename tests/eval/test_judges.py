@@ -13,7 +13,7 @@ from doodl.eval.digits_parts import digits_judge_features, digits_test_images
 from doodl.eval.distances import FID, KID
 from doodl.eval.judges import ClassifierJudge, InkMass, Judge, LossJudge
 from doodl.eval.registry import check_judges, find_judge, judge_class
-from doodl.guidance import CallableLoss
+from doodl.guidance import CallableLoss, Cutouts
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_classifier_judge_size_errors_name_the_fix(digits):
 
 def test_loss_judge_is_the_loss_score_with_its_direction(digits):
     images, labels = digits
-    loss = DigitClassifierLoss(cutouts=4, min_cut=8)
+    loss = DigitClassifierLoss(cutouts=Cutouts(n=4, min_size=8))
     judge = LossJudge(loss, name="guide")
     assert judge.direction == "max" and judge.kind == "mean"
     assert torch.equal(judge.score(images, items_of(labels)), loss.score(images, items_of(labels)))
@@ -224,3 +224,13 @@ judges:
     assert torch.equal(judges[0].score(images, items_of(labels)),
                        ClassifierJudge(assets.load_judge, name="j").score(images, items_of(labels)))
     assert len(judges[3].references("seen")) > 0
+
+
+def test_a_judge_on_another_scale_reports_no_gap(digits):
+    """gap=False: the guide is not compared with that judge (a difference of two scales means nothing)."""
+    from doodl.eval.summary import gap_judges
+
+    g = LossJudge(DigitClassifierLoss(), name="guide")
+    same = LossJudge(DigitClassifierLoss(), name="twin")
+    other = LossJudge(DigitClassifierLoss(), name="other_scale", gap=False)
+    assert [j.name for j in gap_judges([g, same, other], "guide")] == ["twin"]
