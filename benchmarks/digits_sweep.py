@@ -43,7 +43,7 @@ from doodl.eval.runs import build_module, guide_loss, make_items, run_baseline, 
 
 OUT = Path(__file__).resolve().parent / "results"
 SWEEP_SEED0 = 100_000  # tuning seeds, disjoint from the benchmark's evaluation seeds (0, 1, ...)
-# the benchmark's settings (benchmarks/digits.py DEFAULT_SETTINGS) other than what is swept here
+# the benchmark's settings (configs/digits_compare.yaml) other than what is swept here
 BASE = dict(num_steps=10, iterations=20, batch_size=52, cfg_scale=7.5, guidance_scale=1.0, clip_grad_val=0.3,
             perturb=1e-3, renormalize=True, target_score=0.9, cut_power=0.3, best_by="score")
 

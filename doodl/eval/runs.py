@@ -1,5 +1,6 @@
-"""The digits benchmark's items and runs: each method from the same seeded noise, through the
-runner (``doodl.run``)."""
+"""The runs of the digits tuning sweep (``benchmarks/digits_sweep.py``): items on tuning seeds and
+each method from the same seeded noise, through the runner (``doodl.run``); the evaluation itself
+is ``doodl compare -c configs/digits_compare.yaml``."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from torch import Tensor, nn
 from doodl.run.context import Chain, RunContext
 from doodl.run.methods import OneStep, Unguided
 from doodl.run.runner import DOODLRunner, paper_update
-from doodl.digits.data import SEEN, caption
+from doodl.digits.data import caption
 from doodl.digits.world import DigitClassifierLoss
+from doodl.eval.digits_parts import GROUPS
 from doodl.guidance.cutouts import Cutouts
-
-GROUPS = {"seen": tuple(SEEN), "unseen": (8, 9)}
 
 
 def make_items(n_seen: int, n_unseen: int, seed0: int = 0) -> list[dict]:
