@@ -175,16 +175,20 @@ def tune_cfg(backend, guide, seed: int, per_digit: int, num_steps: int, grid=CFG
     return best, acc
 
 
-def evaluate(out: Path, root: Path, seeds: dict, per_digit: int, tuning_per_digit: int, num_steps: int) -> dict:
-    """Held-out scores of the saved folder: CFG tuned on the guide, then the judge on other seeds."""
+def evaluate(out: Path, root: Path, seeds: dict, per_digit: int, tuning_per_digit: int, num_steps: int,
+             guide=None, judge=None) -> dict:
+    """Held-out scores of the saved folder: CFG tuned on the guide, then the judge on other seeds
+    (guide / judge: the modules, default the ones of ``root``'s manifest)."""
     from . import assets
     from .flow_world import DigitsSD3
 
+    guide = assets.load_classifier(root) if guide is None else guide
+    judge = assets.load_judge(root) if judge is None else judge
     backend = DigitsSD3(str(out))
-    scale, tuning = tune_cfg(backend, assets.load_classifier(root), seeds["tuning"], tuning_per_digit, num_steps)
+    scale, tuning = tune_cfg(backend, guide, seeds["tuning"], tuning_per_digit, num_steps)
     targets = torch.arange(10).repeat_interleave(per_digit)
     with torch.no_grad():
-        judged = assets.load_judge(root)(sample_digits(backend, targets, seeds["samples"], num_steps, scale)).argmax(-1)
+        judged = judge(sample_digits(backend, targets, seeds["samples"], num_steps, scale)).argmax(-1)
     seen = targets < 8
     return {
         "evaluation": {"sampler": "EDICT (doodl.core.sampler, mix 0.93) over FlowMatchEulerDiscreteScheduler",
@@ -203,9 +207,10 @@ def evaluate(out: Path, root: Path, seeds: dict, per_digit: int, tuning_per_digi
 
 def run(root: Path, out: Path, steps: int, seed: int = 0, per_digit: int = EVAL["samples_per_digit"],
         tuning_per_digit: int = EVAL["tuning_per_digit"], num_steps: int = EVAL["num_steps"],
-        train: bool = True) -> dict:
+        train: bool = True, guide=None, judge=None) -> dict:
     """Train and save to ``out`` (``train=False``: only re-evaluate the folder there), evaluate the
-    saved folder; returns the manifest entry (also written to out/flow_manifest.json)."""
+    saved folder; returns the manifest entry (also written to out/flow_manifest.json). ``root``
+    holds pipeline/ (VAE, text encoder, tokenizer); guide / judge default to its manifest's."""
     seeds = {k: seed + v for k, v in SEEDS.items()}
     if train:
         start = time.perf_counter()
@@ -214,7 +219,7 @@ def run(root: Path, out: Path, steps: int, seed: int = 0, per_digit: int = EVAL[
     else:
         old = json.loads((out / "flow_manifest.json").read_text())
         train_s, params = old["train_s"], old["transformer_params"]
-    result = evaluate(out, root, seeds, per_digit, tuning_per_digit, num_steps)
+    result = evaluate(out, root, seeds, per_digit, tuning_per_digit, num_steps, guide, judge)
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "flow_manifest.json")
     entry = {
         "path": out.name, "command": f"python -m doodl.digits.train_flow --steps {steps} --seed {seed}",
@@ -268,9 +273,13 @@ def main(args: list[str] | None = None) -> dict:
     parser.add_argument("--eval_only", action="store_true", help="re-evaluate the folder at --out, no training")
     ns = parser.parse_args(args)
     steps = ns.steps if ns.steps is not None else (QUICK_STEPS if ns.quick else STEPS)
-    torch.use_deterministic_algorithms(True)
     quick = dict(per_digit=1, tuning_per_digit=1) if ns.quick else {}
-    entry = run(ns.root, ns.out or ns.root / "flow", steps, ns.seed, train=not ns.eval_only, **quick)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        entry = run(ns.root, ns.out or ns.root / "flow", steps, ns.seed, train=not ns.eval_only, **quick)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
     print(json.dumps({"scores": entry["scores"], "train_s": entry["train_s"]}, indent=1))
     return entry
 
