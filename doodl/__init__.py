@@ -12,8 +12,7 @@ The names are imported on first use, so ``import doodl`` (and ``doodl --help``) 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from doodl._lazy import lazy_exports
 
 _PUBLIC = {
     "Chain": "doodl.run.context",
@@ -34,12 +33,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__getattr__, __dir__ = lazy_exports(globals(), _PUBLIC)

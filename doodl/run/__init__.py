@@ -9,8 +9,7 @@ Nothing is imported until used (``import doodl.run`` loads no torch).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from doodl._lazy import lazy_exports
 
 _PUBLIC = {
     "Chain": "doodl.run.context", "RunContext": "doodl.run.context",
@@ -23,12 +22,4 @@ _PUBLIC = {
 }
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+__getattr__, __dir__ = lazy_exports(globals(), _PUBLIC)
