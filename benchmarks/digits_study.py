@@ -52,17 +52,15 @@ def plot(pts: list[dict[str, Any]], path: Path) -> None:
 
     from PIL import Image, ImageDraw
 
+    from doodl.eval.plot import draw_legend
+
     groups = sorted({p["group"] for p in pts}, key=str)
     families = sorted({p["family"] for p in pts})
     colour = {f: COLOURS[i % len(COLOURS)] for i, f in enumerate(families)}
     W, H, L, B = 460, 340, 50, 40
     img = Image.new("RGB", (W * len(groups), H + 30), "white")
     pen = ImageDraw.Draw(img)
-    x = 10
-    for f in families:
-        pen.rectangle([x, 8, x + 12, 20], fill=colour[f])
-        pen.text((x + 16, 8), f, fill="black")
-        x += 30 + 7 * len(f)
+    draw_legend(pen, families, colour, spacing=30)
     lx = [math.log2(max(1.0, p["evals"])) for p in pts]
     x0, x1 = min(lx) - 0.5, max(lx) + 0.5
     for gi, g in enumerate(groups):

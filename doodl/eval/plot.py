@@ -31,6 +31,16 @@ def _range(values: list[tuple[float, list[float] | None]]) -> tuple[float, float
     return lo - 0.05 * span * (lo < 0), hi + 0.1 * span
 
 
+def draw_legend(pen: Any, names: Sequence[str], colour: Mapping[str, Any], spacing: int = 24) -> None:
+    """A row of colour swatches and names along the top of a ``PIL.ImageDraw`` canvas (from x = 10, y = 8);
+    each name advances ``spacing`` plus ~7 px per character."""
+    x = 10
+    for name in names:
+        pen.rectangle([x, 8, x + 12, 20], fill=colour[name])
+        pen.text((x + 16, 8), name, fill="black")
+        x += spacing + 7 * len(name)
+
+
 def draw_summary(rows: Sequence[Mapping[str, Any]], judges: Sequence[Judge], guide: str | None, path: str | Path,
                  methods: Sequence[str]) -> None:
     """Write the chart of ``rows`` (``summarize``) to ``path`` (PNG)."""
@@ -45,11 +55,7 @@ def draw_summary(rows: Sequence[Mapping[str, Any]], judges: Sequence[Judge], gui
     n_rows = max(1, math.ceil(len(panels) / cols))
     img = Image.new("RGB", (cols * pw, n_rows * PANEL_H + 30), "white")
     pen = ImageDraw.Draw(img)
-    x = 10
-    for m in methods:
-        pen.rectangle([x, 8, x + 12, 20], fill=colour[m])
-        pen.text((x + 16, 8), m, fill="black")
-        x += 24 + 7 * len(m)
+    draw_legend(pen, methods, colour)
     at = {(r["method"], r["group"]): r for r in rows}
     for p, (name, title, is_gap) in enumerate(panels):
         ox, oy = (p % cols) * pw, 30 + (p // cols) * PANEL_H
