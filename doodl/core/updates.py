@@ -43,7 +43,22 @@ def _check_positive(name: str, value: float | None, allow_none: bool = False) ->
         raise ValueError(f"{name} must be a finite number > 0{' or None' if allow_none else ''}, got {value}")
 
 
-class AdamWUpdate(PairUpdate):
+class _ClippedUpdate(PairUpdate):
+    """A ``PairUpdate`` with a step size ``lr`` whose gradient is clipped per item to ``max_grad_norm``
+    (``clip_item_norm``; None: no clip) before its optimizer's step: what DNO's and ReNO's updates share."""
+
+    def __init__(self, pairs: Sequence[tuple[Tensor, Tensor]], generator: torch.Generator | None = None, *,
+                 lr: float, max_grad_norm: float | None, **shared: Any):
+        _check_positive("lr", lr)
+        _check_positive("max_grad_norm", max_grad_norm, allow_none=True)
+        self.lr, self.max_grad_norm = lr, max_grad_norm
+        super().__init__(pairs, generator, **shared)
+
+    def _transform(self, g: Tensor) -> Tensor:
+        return clip_item_norm(g, self.max_grad_norm)
+
+
+class AdamWUpdate(_ClippedUpdate):
     """DNO's update: AdamW on the latents after per-item gradient-norm clipping.
 
         g = clip_norm(grad);  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
@@ -75,26 +90,20 @@ class AdamWUpdate(PairUpdate):
         regularizer: str | None = None,
         regularizer_weight: float = 0.01,
     ):
-        _check_positive("lr", lr)
         _check_positive("eps", eps)
-        _check_positive("max_grad_norm", max_grad_norm, allow_none=True)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
-        self.max_grad_norm = max_grad_norm
-        super().__init__(pairs, generator, perturb=perturb, tied=tied, renormalize=renormalize,
-                         regularizer=regularizer, regularizer_weight=regularizer_weight)
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        super().__init__(pairs, generator, lr=lr, max_grad_norm=max_grad_norm, perturb=perturb, tied=tied,
+                         renormalize=renormalize, regularizer=regularizer, regularizer_weight=regularizer_weight)
 
     def _make_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
 
-    def _transform(self, g: Tensor) -> Tensor:
-        return clip_item_norm(g, self.max_grad_norm)
 
-
-class NesterovSGDUpdate(PairUpdate):
+class NesterovSGDUpdate(_ClippedUpdate):
     """ReNO's update: SGD with Nesterov momentum after per-item gradient-norm clipping, with its
     noise-norm regularizer (``NormRegularizer``) added to the gradient.
 
@@ -126,19 +135,14 @@ class NesterovSGDUpdate(PairUpdate):
         regularizer: str | None = None,
         regularizer_weight: float = 0.01,
     ):
-        _check_positive("lr", lr)
-        _check_positive("max_grad_norm", max_grad_norm, allow_none=True)
         if not 0 < momentum < 1:
             raise ValueError(f"momentum must be in (0, 1) for Nesterov momentum, got {momentum}")
-        self.lr, self.momentum, self.max_grad_norm = lr, momentum, max_grad_norm
-        super().__init__(pairs, generator, perturb=perturb, tied=tied, renormalize=renormalize,
-                         regularizer=regularizer, regularizer_weight=regularizer_weight)
+        self.momentum = momentum
+        super().__init__(pairs, generator, lr=lr, max_grad_norm=max_grad_norm, perturb=perturb, tied=tied,
+                         renormalize=renormalize, regularizer=regularizer, regularizer_weight=regularizer_weight)
 
     def _make_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, dampening=0.0, nesterov=True)
-
-    def _transform(self, g: Tensor) -> Tensor:
-        return clip_item_norm(g, self.max_grad_norm)
 
 
 # the type of a config's update: ``factory(pairs, generator)`` (a class above, or update_preset's)
