@@ -12,13 +12,14 @@ Cache lookups and the offline switch are ``doodl.hub``'s, shared with the diffus
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..hub import cached_file, hf_offline  # noqa: F401 (hf_offline re-exported)
+from .base import missing_key
 
 Tokenizer = Callable[[list[str]], Tensor]
 
@@ -26,6 +27,52 @@ Tokenizer = Callable[[list[str]], Tensor]
 def spherical_distance(u: Tensor, v: Tensor) -> Tensor:
     """2 * arcsin(|u - v| / 2)^2 for unit vectors u, v on the last dim: half the squared great-circle angle."""
     return (u - v).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
+
+
+
+class ModelDtypes:
+    """``dtype`` and ``compute_dtype`` of a wrapper around a torch model ``self.model``."""
+
+    model: nn.Module
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """float64 for a float64 model (exactness tests), else float32: embeddings (and scores) come out in it."""
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
+
+class PromptItems:
+    """A prompted loss's prompt: fixed (``self.prompt``), or else each item's ``prompt``, a string."""
+
+    prompt: str | None
+
+    @property
+    def item_keys(self) -> tuple[str, ...]:
+        return () if self.prompt is not None else ("prompt",)
+
+    def check_item(self, item: Mapping[str, Any]) -> list[str]:
+        """Without a fixed prompt: the item's ``prompt``, a string."""
+        if self.prompt is not None:
+            return []
+        missing = missing_key("prompt", item)
+        if missing:
+            return [missing]
+        return [] if isinstance(item["prompt"], str) else [f"prompt must be a string, got {item['prompt']!r}"]
+
+
+def cached_embeddings(cache: dict[str, Tensor], prompts: Sequence[str],
+                      embed: Callable[[list[str]], Tensor]) -> Tensor:
+    """(N, D) embeddings of ``prompts``: those not in ``cache`` embedded once by ``embed`` (sorted, each
+    distinct prompt once) and kept there."""
+    missing = sorted({p for p in prompts if p not in cache})
+    if missing:
+        for p, e in zip(missing, embed(missing)):
+            cache[p] = e
+    return torch.stack([cache[p] for p in prompts])
 
 
 def _looks_like_path(value: str) -> bool:
@@ -104,7 +151,7 @@ def resolve_pretrained(model_name: str, pretrained: str | None, cache_dir: str |
     )
 
 
-class OpenCLIP(nn.Module):
+class OpenCLIP(ModelDtypes, nn.Module):
     """Frozen open_clip model with its normalization, input size and tokenizer.
 
     Args:
@@ -220,15 +267,6 @@ class OpenCLIP(nn.Module):
 
     def train(self, mode: bool = True) -> "OpenCLIP":
         return super().train(False)  # frozen: always eval
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        """float64 for a float64 model (exactness tests), else float32: embeddings come out in it."""
-        return torch.float64 if self.dtype == torch.float64 else torch.float32
 
     @property
     def embed_dim(self) -> int:

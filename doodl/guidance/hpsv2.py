@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..hub import resolve_file
-from .base import GuidanceLoss, Items, check_images, missing_key, per_item
-from .clip_model import OpenCLIP
+from .base import GuidanceLoss, Items, check_images, per_item
+from .clip_model import OpenCLIP, PromptItems, cached_embeddings
 from .cutouts import Cutouts, bind_cutouts, check_cutouts
 
 _HELP = ("HPSv2's checkpoint file (HPS_v2_compressed.pt or HPS_v2.1_compressed.pt from the xswu/HPSv2 hub repo), "
@@ -47,7 +47,7 @@ def resize_longest_and_pad(images: Tensor, size: tuple[int, int]) -> Tensor:
     return F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
 
 
-class HPSv2Loss(GuidanceLoss):
+class HPSv2Loss(PromptItems, GuidanceLoss):
     """Maximize HPSv2 of each image for its prompt (fixed, or ``item["prompt"]``).
 
     Args:
@@ -106,19 +106,6 @@ class HPSv2Loss(GuidanceLoss):
         self._text_cache: dict[str, Tensor] = {}
         self.freeze_()
 
-    @property
-    def item_keys(self) -> tuple[str, ...]:
-        return () if self.prompt is not None else ("prompt",)
-
-    def check_item(self, item) -> list[str]:
-        """Without a fixed prompt: the item's ``prompt``, a string."""
-        if self.prompt is not None:
-            return []
-        missing = missing_key("prompt", item)
-        if missing:
-            return [missing]
-        return [] if isinstance(item["prompt"], str) else [f"prompt must be a string, got {item['prompt']!r}"]
-
     def preprocess(self, images: Tensor) -> Tensor:
         """The whole image at the model's input size, in [0, 1] (normalization is ``OpenCLIP.embed_images``'s)."""
         if self.resize_mode == "crop":
@@ -127,11 +114,7 @@ class HPSv2Loss(GuidanceLoss):
 
     def text(self, items: Items | None, batch: int) -> Tensor:
         prompts = per_item("prompt", self.prompt, items, batch)
-        missing = sorted({p for p in prompts if p not in self._text_cache})
-        if missing:
-            for p, e in zip(missing, self.clip.embed_text(missing)):
-                self._text_cache[p] = e
-        return torch.stack([self._text_cache[p] for p in prompts])
+        return cached_embeddings(self._text_cache, prompts, self.clip.embed_text)
 
     def hps(self, images: Tensor, items: Items | None = None, crops: bool = True) -> Tensor:
         """(B, n) HPSv2 of every crop, fresh crops from the items' generators (n = 1: the whole image,

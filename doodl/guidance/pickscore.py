@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..hub import resolve_folder
-from .base import GuidanceLoss, Items, check_images, missing_key, per_item
+from .base import GuidanceLoss, Items, check_images, per_item
+from .clip_model import ModelDtypes, PromptItems, cached_embeddings
 from .cutouts import Cutouts, bind_cutouts, check_cutouts
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
@@ -120,7 +121,7 @@ def features(out: Any) -> Tensor:
     return out if isinstance(out, Tensor) else out.pooler_output
 
 
-class PickScoreLoss(GuidanceLoss):
+class PickScoreLoss(ModelDtypes, PromptItems, GuidanceLoss):
     """Maximize PickScore of each image for its prompt (fixed, or ``item["prompt"]``).
 
     Args:
@@ -184,28 +185,6 @@ class PickScoreLoss(GuidanceLoss):
         self.freeze_()
 
     @property
-    def item_keys(self) -> tuple[str, ...]:
-        return () if self.prompt is not None else ("prompt",)
-
-    def check_item(self, item) -> list[str]:
-        """Without a fixed prompt: the item's ``prompt``, a string."""
-        if self.prompt is not None:
-            return []
-        missing = missing_key("prompt", item)
-        if missing:
-            return [missing]
-        return [] if isinstance(item["prompt"], str) else [f"prompt must be a string, got {item['prompt']!r}"]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        """float64 for a float64 model (exactness tests), else float32: embeddings and scores come out in it."""
-        return torch.float64 if self.dtype == torch.float64 else torch.float32
-
-    @property
     def temperature(self) -> Tensor:
         """tau = exp(logit_scale), the model's learned scale of the cosine."""
         return self.model.logit_scale.detach().to(self.compute_dtype).exp()
@@ -217,17 +196,16 @@ class PickScoreLoss(GuidanceLoss):
 
     def embed_text(self, prompts: Sequence[str]) -> Tensor:
         """Prompts -> (N, D) unit-norm embeddings (cached, no gradients)."""
-        missing = sorted({p for p in prompts if p not in self._text_cache})
-        if missing:
-            device = self.preprocess.mean.device
-            tokens = self.tokenizer(missing, padding="max_length", truncation=True, return_tensors="pt",
-                                    max_length=self.model.config.text_config.max_position_embeddings)
-            with torch.no_grad():
-                out = self.model.get_text_features(input_ids=tokens["input_ids"].to(device),
-                                                   attention_mask=tokens["attention_mask"].to(device))
-            for p, e in zip(missing, F.normalize(features(out).to(self.compute_dtype), dim=-1)):
-                self._text_cache[p] = e
-        return torch.stack([self._text_cache[p] for p in prompts])
+        return cached_embeddings(self._text_cache, prompts, self._embed_new_text)
+
+    def _embed_new_text(self, prompts: list[str]) -> Tensor:
+        device = self.preprocess.mean.device
+        tokens = self.tokenizer(prompts, padding="max_length", truncation=True, return_tensors="pt",
+                                max_length=self.model.config.text_config.max_position_embeddings)
+        with torch.no_grad():
+            out = self.model.get_text_features(input_ids=tokens["input_ids"].to(device),
+                                               attention_mask=tokens["attention_mask"].to(device))
+        return F.normalize(features(out).to(self.compute_dtype), dim=-1)
 
     def pickscore(self, images: Tensor, items: Items | None = None, crops: bool = True) -> Tensor:
         """(B, n) PickScore of every crop, fresh crops from the items' generators (n = 1: the whole
