@@ -56,7 +56,9 @@ class DOODL(L.LightningModule):
         guidance: the loss on decoded images (``doodl.guidance.GuidanceLoss``), frozen.
         iterations: DOODL iterations per item (50).
         num_steps, mix, leapfrog: the EDICT chain (50, 0.93, True).
-        grad_mode: "invert" (the paper's), "checkpoint" or "naive" (see ``doodl.sample_with_grad``).
+        grad_mode: "invert" (the paper's), "checkpoint", "naive" or "auto" (see ``doodl.sample_with_grad``).
+        memory_budget: for grad_mode "auto": bytes of chain memory (None: half the free device memory);
+            the steps whose graph fits are kept, the rest recomputed (exact in every setting).
         cfg_scale: classifier-free guidance scale of the noise model (7.5).
         guidance_scale: multiplies the guidance loss (times each item's "weight", default 1); >= 0.
         height, width: image size in pixels.
@@ -97,6 +99,7 @@ class DOODL(L.LightningModule):
         mix: float = DEFAULT_MIX,
         leapfrog: bool = True,
         grad_mode: str = "invert",
+        memory_budget: int | None = None,
         cfg_scale: float | None = 7.5,
         guidance_scale: float = 1.0,
         height: int = 512,
@@ -127,7 +130,8 @@ class DOODL(L.LightningModule):
             self.hparams["update"] = describe_update(update)  # a checkpoint holds settings, not a function
         self.runner = DOODLRunner(self.context, iterations=iterations, grad_mode=grad_mode,
                                   guidance_scale=guidance_scale, loss_on=loss_on, update=update or paper_update(),
-                                  target_score=target_score, score_direction=score_direction, best_by=best_by)
+                                  target_score=target_score, score_direction=score_direction, best_by=best_by,
+                                  memory_budget=memory_budget)
         self.my_ids: list[str] | None = None  # this rank's items (None: no datamodule said which)
         self.n_failed = 0  # this run's items with no finite iterate, over all ranks (set at the end of fit)
 

@@ -69,7 +69,9 @@ class DOODLRunner:
     Args:
         context: backend, guide and chain.
         iterations: DOODL iterations per item.
-        grad_mode: "invert" (the paper's), "checkpoint" or "naive" (``doodl.sample_with_grad``).
+        grad_mode: "invert" (the paper's), "checkpoint", "naive" or "auto" (``doodl.sample_with_grad``).
+        memory_budget: for "auto": bytes of chain memory (None: half the free device memory); the
+            steps whose graph fits are kept, the rest recomputed (exact in every setting).
         guidance_scale: multiplies the loss (times each item's "weight"); >= 0.
         loss_on: "both" decoded images of the pair (the paper), or "x" only.
         update: ``update(pairs, generator)`` -> the item's update (``doodl.core.updates.UpdateFactory``;
@@ -81,7 +83,7 @@ class DOODLRunner:
     def __init__(self, context: RunContext, iterations: int = 50, grad_mode: str = "invert",
                  guidance_scale: float = 1.0, loss_on: str = "both", update: UpdateFactory | None = None,
                  target_score: float | None = None, score_direction: str | None = None, best_by: str = "loss",
-                 score_every_iteration: bool = False):
+                 score_every_iteration: bool = False, memory_budget: int | None = None):
         if not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
         if grad_mode not in MODES:
@@ -92,7 +94,11 @@ class DOODLRunner:
             raise ValueError(f"best_by must be 'loss' or 'score', got {best_by!r}")
         check_guidance_scale(guidance_scale)
         self.ctx = context
+        if memory_budget is not None and grad_mode != "auto":
+            raise ValueError(f"memory_budget is for grad_mode 'auto', got grad_mode {grad_mode!r}: drop memory_budget, "
+                             "or set grad_mode: auto")
         self.iterations, self.grad_mode, self.guidance_scale, self.loss_on = iterations, grad_mode, guidance_scale, loss_on
+        self.memory_budget = memory_budget
         self.update = update or paper_update()
         self.target_score, self.best_by = target_score, best_by
         self.score_direction = resolve_direction(context.guidance, score_direction,
@@ -131,7 +137,8 @@ class DOODLRunner:
         ctx, counter = self.ctx, EvalCounter()
         eps_fn = ctx.eps_fn(batch, counter)
         xT, yT = torch.cat([st.x for st in states]), torch.cat([st.y for st in states])
-        x0, y0 = sample_with_grad(ctx.sampler, eps_fn, xT, yT, mode=self.grad_mode, start=ctx.start_step)
+        budget = {} if self.memory_budget is None else {"memory_budget": self.memory_budget}
+        x0, y0 = sample_with_grad(ctx.sampler, eps_fn, xT, yT, mode=self.grad_mode, start=ctx.start_step, **budget)
         items = ctx.crop_items(batch, [st.crop_generator for st in states])
         img_x = ctx.decode(x0)
         loss = ctx.loss(img_x, items, self.guidance_scale, xT)

@@ -67,3 +67,13 @@ def test_unguided_is_the_plain_edict_sample(ctx):
 
     torch.testing.assert_close(r.image, delivered(ctx.decode(x0))[0], rtol=0, atol=0)
     assert (r.cost.evals_graph, r.cost.evals_plain) == (0, 2 * T)
+
+
+def test_auto_mode_with_a_memory_budget_gives_the_naive_result(ctx):
+    """grad_mode auto under a budget that holds one step's graph is exact: DOODL's result equals naive's
+    (float32: the same iterates up to rounding; the images as delivered)."""
+    naive = DOODL(iterations=2, grad_mode="naive").run(ctx, [ITEM])[0]
+    auto = DOODL(iterations=2, grad_mode="auto", memory_budget=50_000_000).run(ctx, [ITEM])[0]
+    torch.testing.assert_close(auto.image, naive.image, rtol=0, atol=2 / 255)
+    with pytest.raises(ValueError, match="memory_budget is for grad_mode 'auto'"):
+        DOODL(memory_budget=1000).runner(ctx)
