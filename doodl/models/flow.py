@@ -23,7 +23,7 @@ from ..core.sampler import DEFAULT_MIX, EDICTSampler
 from ..core.schedule import scheduler_kind
 from .flow_loading import FlowParts, load_flow_pipeline, resolve_flow_pretrained
 from .loading import resolve_device, resolve_dtype
-from .stable_diffusion import StableDiffusion
+from .stable_diffusion import LatentBackend
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def check_scale(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a finite number or None, got {value!r}")
 
 
-class FlowBackend(nn.Module):
+class FlowBackend(LatentBackend):
     """Base of ``SD3`` and ``Flux``: loading, VAE, latents and the EDICT sampler of a flow model.
 
     Subclasses set ``kind``, ``MAX_SHIFT_DEFAULT`` (the pipeline's default for max_shift),
@@ -131,27 +131,10 @@ class FlowBackend(nn.Module):
             return None
         return self.text_encoders[sum(self.encoder_slots[:slot])]
 
-    def train(self, mode: bool = True):
-        """Always eval: the networks are frozen."""
-        return super().train(False)
-
     # ---- properties ------------------------------------------------------------------------
     @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Pixels per latent along each side (8 for SD3 and FLUX)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+    def denoiser(self) -> nn.Module:
+        return self.transformer
 
     @property
     def patch(self) -> int:
@@ -177,11 +160,6 @@ class FlowBackend(nn.Module):
         if batch not in (1, n):
             raise ValueError(f"latents batch {n} does not match the {batch} encoded prompts (use 1 prompt or {n})")
         return n
-
-    decode = StableDiffusion.decode
-    encode = StableDiffusion.encode
-    _decode_raw = StableDiffusion._decode_raw
-    initial_noise = StableDiffusion.initial_noise
 
     def latent_shape(self, height: int, width: int, batch: int = 1) -> tuple[int, int, int, int]:
         """(batch, C, height / f, width / f); height and width multiples of f * patch."""

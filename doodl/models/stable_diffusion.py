@@ -33,7 +33,99 @@ def v_to_eps(v: Tensor, x_t: Tensor, abar_t: float) -> Tensor:
     return math.sqrt(abar_t) * v + math.sqrt(1.0 - abar_t) * x_t
 
 
-class StableDiffusion(nn.Module):
+class LatentBackend(nn.Module):
+    """What the Stable Diffusion and flow backends share: frozen networks, the VAE's decode/encode
+    and the initial noise. A subclass builds ``vae``, ``scheduler`` and ``checkpoint_vae``, names its
+    noise/velocity network in ``denoiser`` and implements ``latent_shape`` and ``_check_latents``."""
+
+    @property
+    def denoiser(self) -> nn.Module:
+        """The UNet or transformer: its device and dtype are the backend's."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> "LatentBackend":
+        """Always eval: the networks are frozen (no dropout, no norm-statistics updates)."""
+        return super().train(False)
+
+    # ---- properties ------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoiser.dtype
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent along each side (8 for Stable Diffusion, SD3 and FLUX)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # ---- VAE -------------------------------------------------------------------------------
+    def decode(self, latents: Tensor, clamp: str = "none") -> Tensor:
+        """Images in [0, 1], (N, 3, H, W), differentiable w.r.t. ``latents``, in their dtype.
+
+        x = (D(z / sf + shift) + 1) / 2. ``clamp``: "none" (straight mapping, the default: no
+        gradient is zeroed) or "straight" (values clamped to [0, 1], gradient passed as if not).
+        """
+        if clamp not in ("none", "straight"):
+            raise ValueError(f"clamp must be 'none' or 'straight', got {clamp!r}")
+        self._check_latents(latents, latents.shape[0] if latents.dim() == 4 else 1)
+        z = latents.to(self.vae.dtype) / self.scaling_factor
+        shift = self.vae.config.get("shift_factor", None)
+        if shift is not None:
+            z = z + shift
+        if self.checkpoint_vae and torch.is_grad_enabled() and latents.requires_grad:
+            images = checkpoint(self._decode_raw, z, use_reentrant=False)
+        else:
+            images = self._decode_raw(z)
+        images = (images.to(latents.dtype) + 1.0) / 2.0
+        if clamp == "straight":
+            images = images + (images.clamp(0.0, 1.0) - images).detach()
+        return images
+
+    def _decode_raw(self, z: Tensor) -> Tensor:
+        return self.vae.decode(z).sample
+
+    def encode(self, images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Latents of images in [0, 1]: the mean of the VAE posterior times sf, in ``dtype``."""
+        if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError("images must be a floating (N, 3, H, W) tensor with values in [0, 1]")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            raise ValueError(f"images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}] (divide uint8 images by 255)")
+        f = self.vae_scale_factor
+        if images.shape[-2] % f or images.shape[-1] % f:
+            raise ValueError(f"image height and width must be multiples of {f}, got {tuple(images.shape[-2:])}")
+        x = images.to(device=self.device, dtype=self.vae.dtype) * 2.0 - 1.0
+        mean = self.vae.encode(x).latent_dist.mean
+        shift = self.vae.config.get("shift_factor", None)
+        if shift is not None:
+            mean = mean - shift
+        return (mean * self.scaling_factor).to(dtype)
+
+    # ---- latents ---------------------------------------------------------------------------
+    def initial_noise(
+        self, batch: int, height: int, width: int,
+        generator: torch.Generator | int | None = None, dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """x_T ~ N(0, I) of ``latent_shape``, drawn on ``generator``'s device (an int is a seed for a
+        CPU generator, so a seed gives the same noise on every device), then moved to the model."""
+        if isinstance(generator, int) and not isinstance(generator, bool):
+            generator = torch.Generator().manual_seed(generator)
+        elif generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {generator!r}")
+        shape = self.latent_shape(height, width, batch)
+        where = generator.device if generator is not None else torch.device("cpu")
+        sigma = float(getattr(self.scheduler, "init_noise_sigma", 1.0))
+        return (sigma * torch.randn(shape, generator=generator, dtype=dtype, device=where)).to(self.device)
+
+
+class StableDiffusion(LatentBackend):
     """A frozen Stable Diffusion 1.x / 2.x / SDXL backend for DOODL.
 
     Args:
@@ -101,27 +193,10 @@ class StableDiffusion(nn.Module):
         self.checkpoint_vae = bool(checkpoint_vae)
         self.alphas_cumprod = parts.scheduler.alphas_cumprod.to(torch.float64).cpu()
 
-    def train(self, mode: bool = True) -> "StableDiffusion":
-        """Always eval: the networks are frozen (no dropout, no norm-statistics updates)."""
-        return super().train(False)
-
     # ---- properties ------------------------------------------------------------------------
     @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Pixels per latent along each side (8 for Stable Diffusion)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+    def denoiser(self) -> nn.Module:
+        return self.unet
 
     @property
     def latent_channels(self) -> int:
@@ -200,49 +275,6 @@ class StableDiffusion(nn.Module):
             raise ValueError(f"latents batch {n} does not match the {batch} encoded prompts (use 1 prompt or {n})")
         return n
 
-    # ---- VAE -------------------------------------------------------------------------------
-    def decode(self, latents: Tensor, clamp: str = "none") -> Tensor:
-        """Images in [0, 1], (N, 3, H, W), differentiable w.r.t. ``latents``, in their dtype.
-
-        x = (D(z / sf + shift) + 1) / 2. ``clamp``: "none" (straight mapping, the default: no
-        gradient is zeroed) or "straight" (values clamped to [0, 1], gradient passed as if not).
-        """
-        if clamp not in ("none", "straight"):
-            raise ValueError(f"clamp must be 'none' or 'straight', got {clamp!r}")
-        self._check_latents(latents, latents.shape[0] if latents.dim() == 4 else 1)
-        z = latents.to(self.vae.dtype) / self.scaling_factor
-        shift = self.vae.config.get("shift_factor", None)
-        if shift is not None:
-            z = z + shift
-        if self.checkpoint_vae and torch.is_grad_enabled() and latents.requires_grad:
-            images = checkpoint(self._decode_raw, z, use_reentrant=False)
-        else:
-            images = self._decode_raw(z)
-        images = (images.to(latents.dtype) + 1.0) / 2.0
-        if clamp == "straight":
-            images = images + (images.clamp(0.0, 1.0) - images).detach()
-        return images
-
-    def _decode_raw(self, z: Tensor) -> Tensor:
-        return self.vae.decode(z).sample
-
-    def encode(self, images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Latents of images in [0, 1]: the mean of the VAE posterior times sf, in ``dtype``."""
-        if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
-            raise ValueError("images must be a floating (N, 3, H, W) tensor with values in [0, 1]")
-        lo, hi = float(images.min()), float(images.max())
-        if lo < -1e-3 or hi > 1.0 + 1e-3:
-            raise ValueError(f"images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}] (divide uint8 images by 255)")
-        f = self.vae_scale_factor
-        if images.shape[-2] % f or images.shape[-1] % f:
-            raise ValueError(f"image height and width must be multiples of {f}, got {tuple(images.shape[-2:])}")
-        x = images.to(device=self.device, dtype=self.vae.dtype) * 2.0 - 1.0
-        mean = self.vae.encode(x).latent_dist.mean
-        shift = self.vae.config.get("shift_factor", None)
-        if shift is not None:
-            mean = mean - shift
-        return (mean * self.scaling_factor).to(dtype)
-
     # ---- latents and sampler ---------------------------------------------------------------
     def latent_shape(self, height: int, width: int, batch: int = 1) -> tuple[int, int, int, int]:
         """(batch, C, height / f, width / f) for images of height x width pixels."""
@@ -253,21 +285,6 @@ class StableDiffusion(nn.Module):
         if height % f or width % f:
             raise ValueError(f"height and width must be multiples of {f} (the VAE's downsampling), got {height}x{width}")
         return (batch, self.latent_channels, height // f, width // f)
-
-    def initial_noise(
-        self, batch: int, height: int, width: int,
-        generator: torch.Generator | int | None = None, dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        """x_T ~ N(0, I) of ``latent_shape``, drawn on ``generator``'s device (an int is a seed for a
-        CPU generator, so a seed gives the same noise on every device), then moved to the model."""
-        if isinstance(generator, int) and not isinstance(generator, bool):
-            generator = torch.Generator().manual_seed(generator)
-        elif generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {generator!r}")
-        shape = self.latent_shape(height, width, batch)
-        where = generator.device if generator is not None else torch.device("cpu")
-        sigma = float(getattr(self.scheduler, "init_noise_sigma", 1.0))
-        return (sigma * torch.randn(shape, generator=generator, dtype=dtype, device=where)).to(self.device)
 
     def sampler(self, num_steps: int = 50, mix: float = DEFAULT_MIX, leapfrog: bool = True) -> EDICTSampler:
         """The EDICT chain over this model's DDIM schedule."""
