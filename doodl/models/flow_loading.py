@@ -16,9 +16,7 @@ from typing import Any
 import torch
 
 from ..hub import resolve_folder
-from .loading import _tokenizer, read_json
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+from .loading import _tokenizer, read_frozen, read_json
 # (subfolder, transformers / diffusers class) of each pipeline kind; None: T5, loaded by AutoTokenizer
 LAYOUTS = {
     "sd3": {
@@ -115,7 +113,6 @@ def load_flow_pipeline(
     import diffusers
     import transformers
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
-    from safetensors import SafetensorError
 
     check_kind(folder, kind)
     _require(folder, "vae", kind)
@@ -132,26 +129,8 @@ def load_flow_pipeline(
             continue
         _require(folder, enc, kind)
         encoders.append((enc, getattr(transformers, cls), tok))
-    load = dict(local_files_only=True, variant=variant)
-
     def read(cls, sub, dt):
-        try:
-            model = cls.from_pretrained(folder, subfolder=sub, torch_dtype=dt, **load)
-        except (OSError, RuntimeError, ValueError, SafetensorError) as err:
-            weights = sorted(p.name for p in (folder / sub).iterdir() if p.suffix in _WEIGHT_SUFFIXES)
-            if isinstance(err, OSError) and not weights:
-                raise FileNotFoundError(
-                    f"could not load {sub}/ of {folder} (variant={variant!r}): it needs its config and weights "
-                    f"(diffusion_pytorch_model[.variant].safetensors or model[.variant].safetensors)"
-                ) from err
-            reason = (str(err).strip().splitlines() or [""])[0][:300].rstrip(".")
-            raise ValueError(
-                f"could not load {sub}/ of {folder} (variant={variant!r}) from {', '.join(weights) or 'its files'}: "
-                f"{type(err).__name__}: {reason}. A weights file may be truncated or corrupt: download the model "
-                f"again or re-export the folder with save_pretrained"
-            ) from err
-        model = model if model.dtype == dt else model.to(dtype=dt)
-        return model.to(device=device).eval().requires_grad_(False)
+        return read_frozen(cls, folder, sub, dt, device, variant, torch_dtype=dt)
 
     transformer = read(getattr(diffusers, LAYOUTS[kind]["transformer"]), "transformer", dtype)
     vae = read(AutoencoderKL, "vae", vae_dtype or dtype)

@@ -139,6 +139,33 @@ def _tokenizer(folder: Path, sub: str, encoder_config: Any, pad_token: str | Non
     return clip_tokenizer_from_open_clip(pad_token=pad_token, model_max_length=encoder_config.max_position_embeddings)
 
 
+def read_frozen(cls: Any, folder: Path, sub: str, dtype: torch.dtype, device: torch.device, variant: str | None,
+                **kwargs: Any) -> Any:
+    """``cls.from_pretrained`` of ``folder/sub`` (local files only, ``variant``, ``kwargs``) in ``dtype`` on
+    ``device``, frozen (``eval().requires_grad_(False)``). Missing weights: a FileNotFoundError; unreadable
+    ones (truncated, corrupt): a ValueError naming the file and the fix."""
+    from safetensors import SafetensorError
+
+    try:
+        model = cls.from_pretrained(folder, subfolder=sub, local_files_only=True, variant=variant, **kwargs)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as err:  # weights file missing or unreadable
+        weights = sorted(p.name for p in (folder / sub).iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+        if isinstance(err, OSError) and not weights:
+            raise FileNotFoundError(
+                f"could not load {sub}/ of {folder} (variant={variant!r}): {str(err).rstrip('.')}. It needs its "
+                f"config and weights (diffusion_pytorch_model[.variant].safetensors or model[.variant].safetensors)"
+            ) from err
+        reason = (str(err).strip().splitlines() or [""])[0][:300].rstrip(".")
+        raise ValueError(
+            f"could not load {sub}/ of {folder} (variant={variant!r}) from {', '.join(weights) or 'its files'}: "
+            f"{type(err).__name__}: {reason}. A weights file may be truncated or corrupt: download the model "
+            f"again or re-export the folder with save_pretrained"
+        ) from err
+    if model.dtype != dtype:
+        model = model.to(dtype=dtype)
+    return model.to(device=device).eval().requires_grad_(False)
+
+
 def load_pipeline(
     folder: Path,
     dtype: torch.dtype,
@@ -157,7 +184,6 @@ def load_pipeline(
     does: SDXL's VAE overflows in float16).
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from safetensors import SafetensorError
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
@@ -173,40 +199,16 @@ def load_pipeline(
     _require(folder, "scheduler", "scheduler_config.json")
     for sub, _ in encoders:
         _require(folder, sub)
-    load = dict(local_files_only=True, variant=variant)
-
-    def frozen(model, dt):
-        if model.dtype != dt:
-            model = model.to(dtype=dt)
-        return model.to(device=device).eval().requires_grad_(False)
-
-    def read(cls, sub, **kwargs):
-        try:
-            return cls.from_pretrained(folder, subfolder=sub, **kwargs)
-        except (OSError, RuntimeError, ValueError, SafetensorError) as err:  # weights file missing or unreadable
-            weights = sorted(p.name for p in (folder / sub).iterdir() if p.suffix in _WEIGHT_SUFFIXES)
-            if isinstance(err, OSError) and not weights:
-                raise FileNotFoundError(
-                    f"could not load {sub}/ of {folder} (variant={variant!r}): {str(err).rstrip('.')}. It needs its "
-                    f"config and weights (diffusion_pytorch_model[.variant].safetensors or model[.variant].safetensors)"
-                ) from err
-            reason = (str(err).strip().splitlines() or [""])[0][:300].rstrip(".")
-            raise ValueError(
-                f"could not load {sub}/ of {folder} (variant={variant!r}) from {', '.join(weights) or 'its files'}: "
-                f"{type(err).__name__}: {reason}. A weights file may be truncated or corrupt: download the model "
-                f"again or re-export the folder with save_pretrained"
-            ) from err
-
     if vae_dtype is None:
         upcast = dtype == torch.float16 and vae_config.get("force_upcast", False)
         vae_dtype = torch.float32 if upcast else dtype
     # diffusers models are loaded directly in their dtype (torch_dtype)
-    unet = frozen(read(UNet2DConditionModel, "unet", torch_dtype=dtype, **load), dtype)
-    vae = frozen(read(AutoencoderKL, "vae", torch_dtype=vae_dtype, **load), vae_dtype)
+    unet = read_frozen(UNet2DConditionModel, folder, "unet", dtype, device, variant, torch_dtype=dtype)
+    vae = read_frozen(AutoencoderKL, folder, "vae", vae_dtype, device, variant, torch_dtype=vae_dtype)
     scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
     text_encoders, tokenizers = [], []
     for sub, cls in encoders:
-        enc = frozen(read(cls, sub, **load), dtype)
+        enc = read_frozen(cls, folder, sub, dtype, device, variant)
         text_encoders.append(enc)
         tokenizers.append(_tokenizer(folder, sub.replace("text_encoder", "tokenizer"), enc.config, tokenizer_pad_token))
     zeros = bool(index.get("force_zeros_for_empty_prompt", sdxl)) if sdxl else False
