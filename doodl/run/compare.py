@@ -158,17 +158,20 @@ class Comparison:
         """The (method, item id) pairs with no result on disk yet."""
         return [(m.name, it["id"]) for m in self.methods for it in self.items if not self.done(m.name, it["id"])]
 
-    def wait_for_ranks(self, timeout_s: float = 24 * 3600.0, poll_s: float = 2.0) -> None:
-        """Rank 0: wait until every pair of every rank is on disk (a filesystem shared by the ranks)."""
-        deadline = time.monotonic() + timeout_s
+    def wait_for_ranks(self, stall_s: float = 1800.0, poll_s: float = 2.0) -> None:
+        """Rank 0: wait until every pair of every rank is on disk (a filesystem shared by the ranks);
+        an error once no new pair has appeared for ``stall_s`` seconds (a rank that died)."""
+        last, since = None, time.monotonic()
         while True:
             missing = self.missing()
             if not missing:
                 return
-            if time.monotonic() > deadline:
+            if last is None or len(missing) < last:
+                last, since = len(missing), time.monotonic()
+            elif time.monotonic() - since > stall_s:
                 raise TimeoutError(f"{len(missing)} (method, item) pairs, e.g. {missing[:3]}, have no result in "
-                                   f"{self.output}/methods after {timeout_s:.0f} s: did a rank fail? Is {self.output} "
-                                   "on a filesystem every rank shares? (rerun: finished pairs are kept)")
+                                   f"{self.output}/methods and none came for {stall_s:.0f} s: did a rank fail? Is "
+                                   f"{self.output} on a filesystem every rank shares? (rerun: finished pairs are kept)")
             time.sleep(poll_s)
 
     def records(self) -> list[dict[str, Any]]:

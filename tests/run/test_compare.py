@@ -193,3 +193,19 @@ def test_wandb_run_holds_the_summary_and_the_side_by_side_table(first, monkeypat
     assert "0 pairs run, 24 kept from before" in capsys.readouterr().out
     runs = list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
+def test_rank_zero_gives_up_when_no_pair_comes(tmp_path):
+    """A rank that died: rank 0 stops waiting once no new pair has come for stall_s seconds."""
+    from doodl.run.compare import Comparison
+
+    folder = tmp_path
+
+    class Never(Comparison):
+        def missing(self):
+            return [("doodl", "never")]
+
+    c = Never.__new__(Never)
+    c.output = folder
+    with pytest.raises(TimeoutError, match="none came for 0 s: did a rank fail"):
+        c.wait_for_ranks(stall_s=0.2, poll_s=0.05)
