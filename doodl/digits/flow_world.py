@@ -10,8 +10,7 @@ from typing import Any
 from doodl.models import SD3
 
 from .assets import WEIGHTS
-
-FLOW_FOLDER = "flow"  # under the digits weights folder
+from .train_flow import FLOW_FOLDER, MAX_SEQUENCE_LENGTH
 
 
 def flow_path(root: str | Path | None = None) -> Path:
@@ -29,8 +28,6 @@ class DigitsSD3(SD3):
 
     def __init__(self, pretrained: str | None = None, dtype: str = "float32", device: str = "cpu",
                  max_sequence_length: int | None = None, **kwargs: Any):
-        from .train_flow import MAX_SEQUENCE_LENGTH
-
         length = MAX_SEQUENCE_LENGTH if max_sequence_length is None else max_sequence_length
         super().__init__(str(pretrained or flow_path()), dtype=dtype, device=device, t5=False,
                          max_sequence_length=length, **kwargs)

@@ -27,6 +27,7 @@ from . import data
 from .train_generator import CFG_DROPOUT, encode_stats
 from .train_guidance import cosine_lr
 
+FLOW_FOLDER = "flow"  # the folder under the digits weights (doodl.digits.flow_world.flow_path)
 MAX_SEQUENCE_LENGTH = 1  # T5 positions (zeros without T5); the backend must use the same (DigitsSD3 does)
 SHIFT = 1.0  # scheduler shift: SD3's sqrt(tokens / 1024-token base) rule gives < 1 for 16 latent tokens; 1 = none
 STEPS, QUICK_STEPS = 4000, 3
@@ -266,7 +267,7 @@ def main(args: list[str] | None = None) -> dict:
 
     parser = argparse.ArgumentParser(prog="python -m doodl.digits.train_flow", description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=WEIGHTS, help="weights folder with pipeline/ and judge")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default ROOT/flow)")
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default ROOT/{FLOW_FOLDER})")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps, 1 sample per digit")
     parser.add_argument("--seed", type=int, default=0)
@@ -277,7 +278,7 @@ def main(args: list[str] | None = None) -> dict:
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        entry = run(ns.root, ns.out or ns.root / "flow", steps, ns.seed, train=not ns.eval_only, **quick)
+        entry = run(ns.root, ns.out or ns.root / FLOW_FOLDER, steps, ns.seed, train=not ns.eval_only, **quick)
     finally:
         torch.use_deterministic_algorithms(deterministic)
     print(json.dumps({"scores": entry["scores"], "train_s": entry["train_s"]}, indent=1))

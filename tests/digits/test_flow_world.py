@@ -182,3 +182,21 @@ def test_training_is_deterministic_and_rejects_unseen_digits(tmp_path):
     assert blobs[0] == blobs[1]
     with pytest.raises(ValueError, match="digits 0-7 only"):
         train_transformer(None, None, {}, torch.zeros(1, 3, 16, 16), torch.tensor([8]), 1, 0)
+
+
+def test_fit_config_runs_reduced(tmp_path, monkeypatch):
+    """configs/digits_flow.yaml through `doodl fit` (2 iterations, T = 2): every item's final image,
+    the contact sheet (plain, one-step, DOODL) and the results table."""
+    from doodl.app.cli import main
+    from doodl.app.data import read_items
+
+    monkeypatch.chdir(ROOT)
+    cli = main([
+        "fit", "-c", str(CONFIGS / "digits_flow.yaml"), "--model.iterations=2", "--model.num_steps=2",
+        f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+    ])
+    run = Path(cli.trainer.log_dir)
+    n = len(read_items(CONFIGS / "prompts" / "digits.jsonl", [0]))
+    assert len(list((run / "final").glob("*.png"))) == n
+    assert (run / "contact_sheet.png").is_file() and (run / "results.csv").is_file()
