@@ -26,6 +26,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import save_file
 
 from . import data
+from . import train_flow
 from . import train_generator as gen
 from . import train_guidance as guide
 from .nets import CLIP_NAME, tiny_clip_config
@@ -133,6 +134,11 @@ def run(out: Path, quick: bool = False, seed: int = 0, command: str | None = Non
             str(d): (judged[target == d] == d).float().mean().item() for d in range(10)},
     }
     lap("evaluation")
+    flow = train_flow.run(out, out / train_flow.FLOW_FOLDER, train_flow.QUICK_STEPS if quick else train_flow.STEPS, seed,
+                          guide=classifier, judge=judge,
+                          **({"per_digit": 1, "tuning_per_digit": 1} if quick else {}))
+    scores["flow_judge_accuracy_0_7"] = flow["scores"]["judge_accuracy_0_7"]
+    lap("flow")
 
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
     manifest = {
@@ -172,6 +178,9 @@ def run(out: Path, quick: bool = False, seed: int = 0, command: str | None = Non
                      "model_name": CLIP_NAME, "params": _params(clip_model),
                      "normalization": "open_clip OPENAI_DATASET_MEAN / OPENAI_DATASET_STD",
                      "tokenizer": "pipeline/tokenizer"},
+            "flow": {"path": train_flow.FLOW_FOLDER, "manifest": f"{train_flow.FLOW_FOLDER}/flow_manifest.json",
+                     "class": flow["class"], "transformer_params": flow["transformer_params"],
+                     "guidance_scale": flow["evaluation"]["guidance_scale"]},
             "scorer": {"path": "scorer.safetensors", "class": "doodl.digits.nets.ScorerHead", "params": _params(scorer),
                        "input": "normalized tiny-CLIP image embedding", "fit": "closed-form ridge regression"},
         },
