@@ -22,12 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
-
 from .context import RunContext
-from .images import to_uint8
+from .files import read_png, write_json, write_png
 from .methods import Method
-from .result import ItemResult, jsonable
+from .result import ItemResult
 
 Item = Mapping[str, Any]
 
@@ -41,30 +39,6 @@ def rank_and_world() -> tuple[int, int]:
                 raise ValueError(f"{rank_key}={rank} is outside [0, {world_key}={world})")
             return rank, world
     return 0, 1
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def save_png(path: Path, image: torch.Tensor) -> None:
-    from PIL import Image
-
-    pixels = to_uint8(image).expand(3, -1, -1).permute(1, 2, 0).contiguous().numpy()
-    _write_atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="png"))
-
-
-def load_png(path: Path) -> torch.Tensor:
-    """A PNG as (3, H, W) floats k / 255 (the delivered image it was written from)."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 class Comparison:
@@ -114,15 +88,15 @@ class Comparison:
     def save(self, result: ItemResult) -> None:
         meta = self.pair_path(result.method, result.id)
         if not result.failed:
-            save_png(meta.with_suffix(".png"), result.image)
-        record = {**result.to_record(), "item": jsonable(dict(result.item))}
-        _write_atomic(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n"))
+            write_png(meta.with_suffix(".png"), result.image)
+        write_json(meta, {**result.to_record(), "item": dict(result.item)})
 
     def load(self, method: str, item: Item) -> dict[str, Any]:
         """The pair as a judging record: id, method, group, status, item, image (or None), cost."""
         meta = self.pair_path(method, item["id"])
         record = json.loads(meta.read_text(encoding="utf-8"))
-        image = None if record["status"] == "failed" else load_png(meta.with_suffix(".png"))
+        # the delivered image back as floats k / 255
+        image = None if record["status"] == "failed" else read_png(meta.with_suffix(".png")).float() / 255.0
         return {"id": item["id"], "method": method, "group": item.get("group"), "status": record["status"],
                 "item": dict(item), "image": image, "cost": record.get("cost") or {},
                 "guide_score": (record.get("scores") or {}).get("score"), "iterations": record.get("iterations")}
