@@ -161,9 +161,7 @@ class DOODL(L.LightningModule):
 
     # ---- training: one DOODL iteration per step ---------------------------------------------------
     def training_step(self, batch: list[dict], batch_idx: int) -> dict[str, Any] | None:
-        # an item runs iteration k in epoch k: a run resumed mid-epoch replays the epoch's batches
-        due = [it for it in batch if not self.runner.finished(self.runner.state(it))
-               and self.runner.state(it).iterations <= self.current_epoch]
+        due = [it for it in batch if self.due(self.runner.state(it))]
         if due:
             out = self.runner.iterate(due, self.manual_backward)
             self.log_step(out)
@@ -172,6 +170,11 @@ class DOODL(L.LightningModule):
             return None
         return {"ids": out.ids, "images": out.images, "item_loss": out.loss, "scores": out.scores,
                 "finite": out.finite, "iteration": self.current_epoch}
+
+    def due(self, st) -> bool:
+        """Run the item now? Not if it is finished, or already ran this epoch's iteration (iteration k
+        runs in epoch k: a run resumed mid-epoch replays the epoch's batches)."""
+        return not self.runner.finished(st) and st.iterations <= self.current_epoch
 
     def log_step(self, out) -> None:
         n, loss = len(out.ids), out.loss

@@ -19,6 +19,7 @@ search's number of seeds, so that methods can be compared at equal cost.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -59,23 +60,21 @@ class Method:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
-    def _results(self, ctx: RunContext, batch: Sequence[Item], decoded: Tensor, counter: EvalCounter,
-                 loss: Tensor | None = None, scores: Tensor | None = None) -> list[ItemResult]:
+    def _results(self, ctx: RunContext, batch: Sequence[Item], decoded: Tensor, counter: EvalCounter) -> list[ItemResult]:
         """Results of a one-pass method from its decoded batch: delivered images, the guide's score
-        (NaN and status "failed" for a non-finite image), the batch's cost shared per item."""
+        (status "failed" for a non-finite image or score), the batch's cost shared per item."""
         images, finite = delivered(decoded.detach()).float().cpu(), all_finite(decoded).cpu()
-        if scores is None:
-            scores = ctx.score(images.to(ctx.device), ctx.crop_items(batch)).cpu()
+        scores = ctx.score(images.to(ctx.device), ctx.crop_items(batch)).cpu()
         share = counter.share(len(batch))
         out = []
         for k, it in enumerate(batch):
             ok = bool(finite[k]) and math.isfinite(float(scores[k]))
             out.append(ItemResult(
                 id=it["id"], item=it, method=self.name, status="done" if ok else "failed",
-                image=images[k] if ok else None, loss=None if loss is None or not ok else float(loss[k]),
-                scores={"score": float(scores[k])} if ok else {}, iterations=1, best_iteration=0,
+                image=images[k] if ok else None, scores={"score": float(scores[k])} if ok else {},
+                iterations=1, best_iteration=0,
                 failure=None if ok else ("non-finite image" if not bool(finite[k]) else "non-finite score"),
-                cost=type(share)(share.evals_graph, share.evals_plain, share.wall_s)))
+                cost=replace(share)))
         return out
 
 
@@ -195,19 +194,14 @@ class SeedSearch(Method):
             x, y = _starts(ctx, batch, seeds)
             x0, _ = ctx.sampler.sample(ctx.eps_fn(batch, counter), x, y, start=ctx.start_step)
             for j, r in enumerate(self._results(ctx, batch, ctx.decode(x0), EvalCounter())):
-                r.scores["seed"] = float(seeds[j])
-                r.best_iteration, r.iterations = k, k + 1
+                r.scores["seed"], r.best_iteration = float(seeds[j]), k
                 old = best[j]
-                if r.image is not None and (old is None or old.image is None
-                                            or sign * r.scores["score"] > sign * old.scores["score"]):
+                if old is None or (r.image is not None and (old.image is None
+                                                            or sign * r.scores["score"] > sign * old.scores["score"])):
                     best[j] = r
-                elif old is None:
-                    best[j] = r
-                else:
-                    old.iterations = k + 1
         share = counter.share(len(batch))
         for r in best:
-            r.cost = type(share)(share.evals_graph, share.evals_plain, share.wall_s)
+            r.iterations, r.cost = self.n, replace(share)
         return best  # type: ignore[return-value]
 
 
