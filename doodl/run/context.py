@@ -100,8 +100,11 @@ class RunContext:
     # ---- items ------------------------------------------------------------------------------
     def start(self, item: Item, seed: int | None = None) -> tuple[Tensor, Tensor, dict[str, float]]:
         """(x, y, extra): the item's start pair (1, C, h, w) (``doodl.run.start.StartLatents``) from
-        ``seed`` (default: the item's); an edit's inversion runs once per item and seed."""
+        ``seed`` (default: the item's); an edit's inversion runs once per item and is kept (until
+        ``forget``) for the other methods; seeded noise is drawn again each time."""
         seed = int(item.get("seed", 0)) if seed is None else int(seed)
+        if item.get("image") is None:  # seeded noise: cheap to draw again, not worth keeping
+            return self._starts({**item, "seed": seed})
         key = (item.get("id"), seed, item.get("image"), item.get("prompt"))
         if key not in self._start_cache:
             x, y, extra = self._starts({**item, "seed": seed})
