@@ -11,11 +11,12 @@ Per T (default 10 20 50, tiny UNet + tiny VAE, 16x16 latents, batch 1, CFG 7.5):
 Each: seconds (min and median of --repeats, rounds interleaved over the rows so machine load hits
 all alike), ratio to the plain sample (min over min), UNet calls per step and batch per call,
 peak tensor memory (benchmarks/memory.py), gradient error against naive on the same inputs.
-Then the constant-memory modes' peak at T=10 and T=100. ``--scale sd15|sdxl``: the published
-configurations with random weights at small latents (default T 2 4, one repeat; slow on CPU).
+Then the constant-memory modes' peak at T=10 and T=100. ``--scale sd15|sdxl|sd3|flux``: the published
+configurations with random weights at small latents (default T 2 4, one repeat; slow on CPU; the
+flow models, benchmarks/flow_models.py, have no reference row: the authors' code is SD-only).
 Writes benchmarks/results/speed{,_<scale>}.json and .md.
 
-    python benchmarks/speed.py [--scale tiny|sd15|sdxl] [--steps 10 20 50] [--repeats 5] [--threads N]
+    python benchmarks/speed.py [--scale tiny|sd15|sdxl|sd3|flux|tiny-sd3|tiny-flux] [--steps 10 20 50] [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -31,16 +32,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import PeakMemory  # noqa: E402
 from reference import TrainableUNet, reference_sample_with_grad  # noqa: E402
-from speed_models import build  # noqa: E402
+from flow_models import FLOW_SCALES, TINY_FLOW  # noqa: E402
+from speed_models import SCALES, build  # noqa: E402
 from speed_report import machine, summary, table  # noqa: E402
 
 import doodl  # noqa: E402
 from doodl.core.grad import graph_bytes  # noqa: E402
 from doodl.core.onestep import one_step_guided_sample  # noqa: E402
-from doodl.models.tiny import sd_scheduler  # noqa: E402
 
 ITER_MODES = ("invert", "checkpoint", "naive", "auto", "auto-half", "reference")
 CONSTANT = ("invert", "checkpoint")
+SCALE_NAMES = ("tiny", *SCALES, *FLOW_SCALES, *TINY_FLOW)
 
 
 class Bench:
@@ -48,7 +50,7 @@ class Bench:
 
     def __init__(self, world, T: int, batch: int = 1):
         self.world, self.T = world, T
-        self.sampler = doodl.EDICTSampler(sd_scheduler(), num_steps=T)
+        self.sampler = world.sampler(T)
         self.z = world.latents(batch)
         with torch.no_grad():
             side = world.decode(self.z[:1]).shape[-1]
@@ -158,7 +160,7 @@ def run_T(world, T, repeats, modes):
         rows.append({
             "T": T, "row": k, "seconds_min": ts[0], "seconds_median": ts[len(ts) // 2], "repeats": len(ts),
             "unet_calls_per_step_no_graph": plain / T, "unet_calls_per_step_with_graph": graph / T,
-            "batch_per_unet_call": 1 if ref else 2, "peak_mb": peak / 2**20, "grad_rel_err_vs_naive": err,
+            "batch_per_unet_call": 1 if ref else world.batch_per_call, "peak_mb": peak / 2**20, "grad_rel_err_vs_naive": err,
             "memory_budget": b.budget.get(k) if k.startswith("auto") else None,
         })
     base = next(r for r in rows if r["row"] == "sample")["seconds_min"]
@@ -182,15 +184,24 @@ def flat_memory(world, Ts, modes=CONSTANT):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", choices=("tiny", "sd15", "sdxl"), default="tiny")
+    ap.add_argument("--scale", choices=SCALE_NAMES, default="tiny")
     ap.add_argument("--steps", type=int, nargs="+", default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--flat-steps", type=int, nargs="+", default=None, help="T values of the memory-flatness check")
-    ap.add_argument("--modes", nargs="+", default=list(ITER_MODES), choices=ITER_MODES)
+    ap.add_argument("--modes", nargs="+", default=None, choices=ITER_MODES, help="default: all (no reference for flow models)")
+    ap.add_argument("--flat-modes", nargs="+", default=list(CONSTANT), choices=CONSTANT, help="modes of the memory-flatness check")
+    ap.add_argument("--latent", type=int, default=None, help="latent side (default: the scale's CPU size)")
+    ap.add_argument("--text-tokens", type=int, default=None,
+                    help="flow scales: context tokens (default the pipeline's: SD3 77 CLIP + 256 T5, FLUX 512 T5)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    tiny = args.scale == "tiny"
+    tiny = args.scale.startswith("tiny")
+    flow = args.scale in FLOW_SCALES or args.scale in TINY_FLOW
+    modes = args.modes or [m for m in ITER_MODES if not (flow and m == "reference")]
+    if flow and "reference" in modes:
+        ap.error("--modes reference: the reference emulation runs the authors' SD-only code path; "
+                 f"leave it out for the flow scale {args.scale!r}")
     steps = args.steps or ([10, 20, 50] if tiny else [2, 4])
     repeats = args.repeats or (5 if tiny else 1)
     flat = args.flat_steps or ([10, 100] if tiny else [2, 4])
@@ -199,13 +210,16 @@ def main(argv=None):
     out = args.out or Path(__file__).parent / "results" / ("speed.json" if tiny else f"speed_{args.scale}.json")
     info = machine()
     print(json.dumps(info))
-    world = build(args.scale)
+    if args.text_tokens is not None and not flow:
+        ap.error("--text-tokens is for the flow scales (the UNet scales read 77 CLIP tokens)")
+    world = build(args.scale, latent=args.latent, **({} if args.text_tokens is None else {"tokens": args.text_tokens}))
     t0 = time.perf_counter()
-    rows = [r for T in steps for r in run_T(world, T, repeats, args.modes)]
-    memory = flat_memory(world, flat)
+    rows = [r for T in steps for r in run_T(world, T, repeats, modes)]
+    memory = flat_memory(world, flat, args.flat_modes)
     result = {
         "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "scale": args.scale, "latents": list(world.latents().shape), "unet_dtype": str(world.dtype),
+        "text_tokens": getattr(world, "tokens", None),
         "machine": info, "load_average_end": machine()["load_average"], "seconds_total": time.perf_counter() - t0,
         "rows": rows, "peak_mb_by_T": memory, "summary": summary(rows, memory, max(steps)),
     }

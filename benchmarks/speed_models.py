@@ -1,4 +1,5 @@
-"""The noise models and decoders the speed benchmarks time: tiny, SD-1.5 size, SDXL size.
+"""The noise models and decoders the speed benchmarks time: tiny, SD-1.5 size, SDXL size (the flow
+models, SD3 and FLUX size: ``flow_models.py``).
 
 The SD-1.5 and SDXL configurations are the published ones (``unet/config.json`` and
 ``vae/config.json`` of runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-xl-base-1.0),
@@ -61,6 +62,7 @@ class World:
             self.added = {"text_embeds": torch.randn(2, pooled, generator=g).to(self.device, self.dtype),
                           "time_ids": ids.to(self.device, self.dtype)}
         self.calls = {"plain": 0, "graph": 0, "ref_plain": 0, "ref_graph": 0}
+        self.batch_per_call = 2  # both CFG branches in one call
 
     def _count(self, kind: str, latents, n: int = 1) -> None:
         graph = torch.is_grad_enabled() and (latents.requires_grad or any(p.requires_grad for p in self.unet.parameters()))
@@ -105,11 +107,24 @@ class World:
         g = torch.Generator().manual_seed(seed)
         return torch.randn(batch, 4, self.latent, self.latent, generator=g, dtype=dtype).to(self.device)
 
+    def sampler(self, T: int):
+        """The EDICT chain of T DDIM steps over Stable Diffusion's schedule."""
+        import doodl
+        from doodl.models.tiny import sd_scheduler
 
-def build(scale: str = "tiny", device: str = "cpu", dtype=torch.float32, latent: int | None = None, seed: int = 0) -> World:
-    """The World of ``scale``: "tiny" (doodl.models.tiny, 16x16 latents), "sd15" or "sdxl"."""
+        return doodl.EDICTSampler(sd_scheduler(), num_steps=T)
+
+
+def build(scale: str = "tiny", device: str = "cpu", dtype=torch.float32, latent: int | None = None, seed: int = 0,
+          **flow_options):
+    """The World of ``scale``: "tiny" (doodl.models.tiny, 16x16 latents), "sd15" or "sdxl"; the
+    flow scales ("sd3", "flux", "tiny-sd3", "tiny-flux") give a ``flow_models.FlowWorld``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
+    from flow_models import FLOW_SCALES, TINY_FLOW, build_flow
+
+    if scale in FLOW_SCALES or scale in TINY_FLOW:
+        return build_flow(scale, device, dtype, latent, seed, **flow_options)
     if scale == "tiny":
         from doodl.models.tiny import tiny_unet, tiny_vae
 
@@ -120,7 +135,7 @@ def build(scale: str = "tiny", device: str = "cpu", dtype=torch.float32, latent:
         unet = UNet2DConditionModel(**ucfg)
         vae = AutoencoderKL(**vcfg)
     else:
-        raise ValueError(f"unknown scale {scale!r}: choose tiny, {', '.join(SCALES)}")
+        raise ValueError(f"unknown scale {scale!r}: choose tiny, {', '.join([*SCALES, *FLOW_SCALES, *TINY_FLOW])}")
     upcast = dtype == torch.float16 and vae.config.get("force_upcast", False)  # SDXL's VAE overflows in fp16
     vae_dtype = torch.float32 if upcast else dtype
     unet = (unet.to(device) if dtype == torch.float32 else unet.to(device, dtype)).eval().requires_grad_(False)

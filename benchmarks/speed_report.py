@@ -54,13 +54,13 @@ def summary(rows: list[dict], memory: dict, T: int) -> dict:
 def table(result: dict) -> str:
     m = result["machine"]
     lines = [
-        f"# Speed benchmark: {result['scale']} UNet, latents {result['latents']}, {result['unet_dtype']}",
+        f"# Speed benchmark: {result['scale']} noise model, latents {result['latents']}, {result['unet_dtype']}",
         "",
         f"`{result['command']}` on {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch thread(s), "
         f"torch {m['torch']}; load average at start {m['load_average']}, at end {result['load_average_end']}.",
         "Seconds: minimum (median) over the repeats; ratio: minimum over the plain sample's minimum.",
         "",
-        "| T | row | seconds | ratio to sample | UNet calls/step (no graph + graph) x batch | peak MB | grad error vs naive |",
+        "| T | row | seconds | ratio to sample | noise-model calls/step (no graph + graph) x batch | peak MB | grad error vs naive |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:

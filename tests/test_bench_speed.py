@@ -67,3 +67,52 @@ def test_reference_emulation_is_exact_float64():
 def test_unknown_scale_is_an_error():
     with pytest.raises(ValueError, match="unknown scale 'sd2'"):
         load("speed_models").build("sd2")
+
+
+@pytest.mark.parametrize("scale, batch", [("tiny-sd3", 2), ("tiny-flux", 1)])
+def test_reduced_flow_run(tmp_path, scale, batch):
+    """The flow worlds through the same benchmark: doodl's SD3 / FLUX backend velocity on a flow
+    schedule, calls per step as for SD (SD3: CFG batched, FLUX: one branch), no reference row."""
+    speed = load("speed")
+    out = tmp_path / "flow.json"
+    speed.main(["--scale", scale, "--steps", "2", "--repeats", "1", "--flat-steps", "2", "4", "--flat-modes", "invert",
+                "--modes", "invert", "naive", "--text-tokens", "5", "--out", str(out)])
+    result = json.loads(out.read_text())
+    rows = {r["row"]: r for r in result["rows"]}
+    assert set(rows) == {"sample", "onestep", "invert", "naive"} and result["text_tokens"] == 5
+    assert (rows["invert"]["unet_calls_per_step_no_graph"], rows["invert"]["unet_calls_per_step_with_graph"]) == (2, 2)
+    assert all(r["batch_per_unet_call"] == batch for r in rows.values())
+    assert rows["invert"]["grad_rel_err_vs_naive"] < 1e-4
+    assert set(result["peak_mb_by_T"]) == {"invert"}
+    assert abs(result["peak_mb_by_T"]["invert"]["4"] / result["peak_mb_by_T"]["invert"]["2"] - 1) < 0.1
+
+
+def test_flow_world_is_the_backend_on_its_flow_schedule():
+    models = load("speed_models")
+    world = models.build("tiny-sd3", dtype=torch.float64)
+    sampler = world.sampler(3)
+    assert sampler.kind == "flow" and [s.kind for s in sampler.steps] == ["flow"] * 3
+    assert world.latents().shape == (1, world.backend.latent_channels, 8, 8)
+    z = world.latents(dtype=torch.float64)
+    v = world.eps(z, 500.0)
+    assert v.dtype == torch.float64 and v.shape == z.shape and world.calls["plain"] == 1
+
+
+def test_reference_is_refused_for_flow_scales(capsys):
+    with pytest.raises(SystemExit):
+        load("speed").main(["--scale", "tiny-sd3", "--modes", "reference"])
+    assert "authors' SD-only code path" in capsys.readouterr().err
+
+
+def test_gpu_plan_grad_errors_on_a_flow_world():
+    """benchmarks/gpu.py's gradient check on a flow world: no reference row (SD-only); float64 model,
+    float32 latents and coupling as in the GPU run, so each mode agrees with naive to float32's level."""
+    gpu, models = load("gpu"), load("speed_models")
+    world = models.build("tiny-flux", dtype=torch.float64)
+    Bench = load("speed").Bench
+    b = Bench(world, 2)
+    assert b.sampler.kind == "flow"
+    errs = gpu.grad_errors(world, T=2)
+    assert set(errs) == {"invert", "checkpoint", "auto"}
+    assert max(errs.values()) < 1e-6
+    assert {scale for scale, *_ in gpu.PLAN} == {"sd15", "sdxl", "sd3", "flux"} and set(gpu.SMOKE) == {"sd15", "sdxl", "sd3", "flux"}
