@@ -56,7 +56,9 @@ class DOODL(L.LightningModule):
         guidance: the loss on decoded images (``doodl.guidance.GuidanceLoss``), frozen.
         iterations: DOODL iterations per item (50).
         num_steps, mix, leapfrog: the EDICT chain (50, 0.93, True).
-        grad_mode: "invert" (the paper's), "checkpoint", "naive" or "auto" (see ``doodl.sample_with_grad``).
+        grad_mode: "invert" (the paper's), "checkpoint", "naive" or "auto" (see ``doodl.sample_with_grad``);
+            null (default): "invert", or "checkpoint" for a bfloat16 / float16 model with float32
+            latents (the exact inverse drifts there: README "Precision").
         memory_budget: for grad_mode "auto": bytes of chain memory (None: half the free device memory);
             the steps whose graph fits are kept, the rest recomputed (exact in every setting).
         cfg_scale: classifier-free guidance scale of the noise model (7.5).
@@ -98,7 +100,7 @@ class DOODL(L.LightningModule):
         num_steps: int = 50,
         mix: float = DEFAULT_MIX,
         leapfrog: bool = True,
-        grad_mode: str = "invert",
+        grad_mode: str | None = None,
         memory_budget: int | None = None,
         cfg_scale: float | None = 7.5,
         guidance_scale: float = 1.0,

@@ -32,6 +32,18 @@ from .edict import EpsFn, coupled_update, eps_at, mix, noise_half, swaps, unmix
 from .sampler import EDICTSampler, check_pair
 
 MODES = ("invert", "checkpoint", "naive", "auto")
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def default_mode(network_dtype: torch.dtype, latent_dtype: torch.dtype) -> str:
+    """The gradient mode chosen when none is given, by precision (README "Precision",
+    benchmarks/results/speed_precision.json): "invert" (the paper's) where the exact inverse's
+    round trip stays at rounding level (float32 / float64 networks, or float64 latents: 1.8e-16 on
+    the digits world with a bfloat16 UNet), "checkpoint" for a bfloat16 / float16 network with
+    float32 latents, where the inverse drifts (4.2e-2 on the digits world) and checkpoint never inverts."""
+    if network_dtype in LOW_PRECISION and latent_dtype != torch.float64:
+        return "checkpoint"
+    return "invert"
 
 
 def _eps_vjp(eps_fn: EpsFn, v: Tensor, t: int, grad: Tensor) -> tuple[Tensor, Tensor]:

@@ -33,7 +33,7 @@ from .budget import check_budget, iterations_within, seeds_within
 from .cost import EvalCounter
 from .images import all_finite, delivered
 from .result import ItemResult
-from .runner import DOODLRunner
+from .runner import DOODLRunner, resolve_grad_mode
 from .selection import SCORE_DIRECTIONS
 
 Item = Mapping[str, Any]
@@ -126,7 +126,7 @@ class DOODL(Method):
 
     default_name = "doodl"
 
-    def __init__(self, iterations: int = 50, grad_mode: str = "invert", guidance_scale: float = 1.0,
+    def __init__(self, iterations: int = 50, grad_mode: str | None = None, guidance_scale: float = 1.0,
                  loss_on: str = "both", update: UpdateFactory | None = None, target_score: float | None = None,
                  score_direction: str | None = None, best_by: str = "loss", budget: float | None = None,
                  memory_budget: int | None = None, name: str | None = None):
@@ -140,8 +140,9 @@ class DOODL(Method):
     def runner(self, ctx: RunContext, spent: float = 0.0) -> DOODLRunner:
         """The runner, with as many iterations as ``budget`` (plain samples) allows after ``spent``."""
         s = self.settings
-        k = iterations_within(self.budget, s["grad_mode"], s["iterations"], spent, f"method {self.name!r}")
-        return DOODLRunner(ctx, **{**s, "iterations": k})
+        mode = resolve_grad_mode(ctx, s["grad_mode"])
+        k = iterations_within(self.budget, mode, s["iterations"], spent, f"method {self.name!r}")
+        return DOODLRunner(ctx, **{**s, "grad_mode": mode, "iterations": k})
 
     def check(self, ctx: RunContext) -> list[str]:
         try:

@@ -23,7 +23,7 @@ class SearchThenRefine(Method):
 
     default_name = "search_refine"
 
-    def __init__(self, n: int = 4, stride: int = 1_000_003, iterations: int = 50, grad_mode: str = "invert",
+    def __init__(self, n: int = 4, stride: int = 1_000_003, iterations: int = 50, grad_mode: str | None = None,
                  guidance_scale: float = 1.0, loss_on: str = "both", update: UpdateFactory | None = None,
                  target_score: float | None = None, score_direction: str | None = None, best_by: str = "loss",
                  budget: float | None = None, name: str | None = None):

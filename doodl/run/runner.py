@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from doodl.core import MODES, sample_with_grad
+from doodl.core.grad import default_mode
 from doodl.core.update import DOODLOptimizer
 
 from .context import RunContext
@@ -63,13 +64,27 @@ def paper_update(**settings: Any) -> UpdateFactory:
     return partial(DOODLOptimizer, **settings)
 
 
+def resolve_grad_mode(context: RunContext, grad_mode: str | None) -> str:
+    """``grad_mode``, or where None the mode for the context's precision (``default_mode``)."""
+    if grad_mode is not None:
+        return grad_mode
+    net = getattr(context.model, "dtype", torch.float32)
+    mode = default_mode(net, context.dtype)
+    if mode != "invert":
+        _log.info("grad_mode %s, chosen by precision: a %s network with %s latents (the exact inverse drifts there); "
+                  "set grad_mode, or latent_dtype: float64, to choose otherwise", mode, net, context.dtype)
+    return mode
+
+
 class DOODLRunner:
     """DOODL on items of one ``RunContext``.
 
     Args:
         context: backend, guide and chain.
         iterations: DOODL iterations per item.
-        grad_mode: "invert" (the paper's), "checkpoint", "naive" or "auto" (``doodl.sample_with_grad``).
+        grad_mode: "invert" (the paper's), "checkpoint", "naive" or "auto" (``doodl.sample_with_grad``);
+            None: by precision (``doodl.core.grad.default_mode``: "invert", but "checkpoint" for a
+            bfloat16 / float16 network with float32 latents, where the exact inverse drifts).
         memory_budget: for "auto": bytes of chain memory (None: half the free device memory); the
             steps whose graph fits are kept, the rest recomputed (exact in every setting).
         guidance_scale: multiplies the loss (times each item's "weight"); >= 0.
@@ -80,14 +95,14 @@ class DOODLRunner:
         score_every_iteration: also score every iterate when nothing else needs it (for logging).
     """
 
-    def __init__(self, context: RunContext, iterations: int = 50, grad_mode: str = "invert",
+    def __init__(self, context: RunContext, iterations: int = 50, grad_mode: str | None = None,
                  guidance_scale: float = 1.0, loss_on: str = "both", update: UpdateFactory | None = None,
                  target_score: float | None = None, score_direction: str | None = None, best_by: str = "loss",
                  score_every_iteration: bool = False, memory_budget: int | None = None):
         if not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
-        if grad_mode not in MODES:
-            raise ValueError(f"grad_mode must be one of {MODES}, got {grad_mode!r}")
+        if grad_mode is not None and grad_mode not in MODES:
+            raise ValueError(f"grad_mode must be one of {MODES} (or null: chosen by precision), got {grad_mode!r}")
         if loss_on not in ("both", "x"):
             raise ValueError(f"loss_on must be 'both' or 'x', got {loss_on!r}")
         if best_by not in BEST_BY:
@@ -97,6 +112,7 @@ class DOODLRunner:
         if memory_budget is not None and grad_mode != "auto":
             raise ValueError(f"memory_budget is for grad_mode 'auto', got grad_mode {grad_mode!r}: drop memory_budget, "
                              "or set grad_mode: auto")
+        grad_mode = resolve_grad_mode(context, grad_mode)
         self.iterations, self.grad_mode, self.guidance_scale, self.loss_on = iterations, grad_mode, guidance_scale, loss_on
         self.memory_budget = memory_budget
         self.update = update or paper_update()
