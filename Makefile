@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 # (tests/conftest.py). The benchmarks keep torch's choice (their results record it).
 ONE_THREAD := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 
-.PHONY: install test test-all demo bench bench-gpu bench-digits bench-study train-digits clean
+.PHONY: install test test-all demo bench bench-gpu bench-digits bench-study bench-apps train-digits clean
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -61,6 +61,22 @@ bench-study: install
 	RANK=1 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_study.yaml > outputs/study-rank1.log 2>&1 & \
 	rank1=$$!; RANK=0 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_study.yaml && wait $$rank1
 	$(PY) benchmarks/digits_study.py outputs/digits-study
+
+# the paper's other three applications in the digits world (issue 13): CLIP text guidance, boldness,
+# personalization, each `doodl compare -c configs/digits_<app>_compare.yaml` on two ranks (one per
+# core; two ranks give the table of one); summaries to benchmarks/results/digits_<app>/
+APPS := clip bold personalize
+bench-apps: install
+	mkdir -p outputs
+	set -e; for app in $(APPS); do \
+	  out=outputs/bench-digits-$$app; \
+	  RANK=1 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_$${app}_compare.yaml --output $$out \
+	     > $$out-rank1.log 2>&1 & rank1=$$!; \
+	  RANK=0 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_$${app}_compare.yaml --output $$out; \
+	  wait $$rank1; \
+	  mkdir -p benchmarks/results/digits_$$app; \
+	  cp $$out/summary.md $$out/summary.csv $$out/summary.json $$out/summary.png $$out/sheet.png benchmarks/results/digits_$$app/; \
+	done
 
 train-digits: install
 	$(PY) -m doodl.digits.train

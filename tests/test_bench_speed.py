@@ -116,3 +116,14 @@ def test_gpu_plan_grad_errors_on_a_flow_world():
     assert set(errs) == {"invert", "checkpoint", "auto"}
     assert max(errs.values()) < 1e-6
     assert {scale for scale, *_ in gpu.PLAN} == {"sd15", "sdxl", "sd3", "flux"} and set(gpu.SMOKE) == {"sd15", "sdxl", "sd3", "flux"}
+
+
+def test_formats_reduced_run(tmp_path):
+    """benchmarks/speed_formats.py: every variant timed against float32 in one run, with its gradient error."""
+    out = tmp_path / "formats.json"
+    load("speed_formats").main(["--steps", "1", "--repeats", "1", "--latent", "8", "--out", str(out)])
+    rows = json.loads(out.read_text())["tiny"]["variants"]
+    assert set(rows) == {"float32", "float32-channels-last", "bfloat16", "bfloat16-channels-last"}
+    assert rows["float32"]["iteration_over_float32"] == 1.0 and rows["float32"]["grad_rel_err_vs_float32"] == 0.0
+    assert rows["float32-channels-last"]["grad_rel_err_vs_float32"] < 1e-4  # the same arithmetic, reordered
+    assert 1e-4 < rows["bfloat16"]["grad_rel_err_vs_float32"] < 0.5  # bfloat16 rounding, not garbage
