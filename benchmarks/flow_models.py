@@ -48,7 +48,6 @@ class FlowWorld:
         from doodl.models.flow import FlowConditioning
 
         self.backend, self.latent, self.tokens = backend, latent, tokens
-        self.unet = backend.transformer  # what the call counter and the frozen check look at
         self.dtype, self.device = backend.dtype, backend.device
         cfg = backend.transformer.config
         g = torch.Generator().manual_seed(seed)
