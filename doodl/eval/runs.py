@@ -40,9 +40,11 @@ def guide_loss(s: dict) -> DigitClassifierLoss:
 
 
 def build_module(model: nn.Module, guidance: nn.Module, s: dict) -> DOODLRunner:
-    """The benchmark's DOODL on a 16x16 chain (``doodl.run.runner.DOODLRunner``)."""
+    """The benchmark's DOODL on a 16x16 chain (``doodl.run.runner.DOODLRunner``); ``s["update"]``, where
+    set, is the update factory (``doodl.core.updates.update_preset``), else the paper's with the settings'."""
     ctx = RunContext(model, guidance, Chain(num_steps=s["num_steps"], cfg_scale=s["cfg_scale"], height=16, width=16))
-    update = paper_update(clip_grad_val=s["clip_grad_val"], perturb=s["perturb"], renormalize=s["renormalize"])
+    update = s.get("update") or paper_update(clip_grad_val=s["clip_grad_val"], perturb=s["perturb"],
+                                             renormalize=s["renormalize"])
     return DOODLRunner(ctx, iterations=s["iterations"], grad_mode="invert", guidance_scale=s["guidance_scale"],
                        update=update, target_score=s["target_score"], best_by=s["best_by"])
 
