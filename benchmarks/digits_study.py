@@ -3,7 +3,11 @@
 noise-model evaluations each method spent per item (a Pareto view of the methods).
 
     doodl compare -c configs/digits_study.yaml            # (RANK=r WORLD_SIZE=2 on each of 2 cores)
-    python benchmarks/digits_study.py outputs/digits-study  # -> benchmarks/results/digits_study.{json,md,png}
+    doodl compare -c configs/digits_study_tuned.yaml      # the tuned variants and budget 128
+    python benchmarks/digits_study.py outputs/digits-study outputs/digits-study-tuned
+                                                          # -> benchmarks/results/digits_study.{json,md,png}
+
+Several folders are read as one study (same items and seeds; a method name in two folders is refused).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ def points(summary: dict[str, Any], judge: str = "judge") -> list[dict[str, Any]
 
 
 def markdown(pts: list[dict[str, Any]], command: str) -> str:
-    lines = ["# Digits: methods at equal budgets", "", f"From `{command}` (`configs/digits_study.yaml`).", "",
+    lines = ["# Digits: methods at equal budgets", "", f"From `{command}`.", "",
+             "Each folder is a `doodl compare` of `configs/digits_study.yaml` or `digits_study_tuned.yaml`.", "",
              "| group | method | budget (samples) | evals / item | wall s / item | judge acc % | gap guide−judge pts | KID |",
              "|---|---|---|---|---|---|---|---|"]
     for p in sorted(pts, key=lambda p: (p["group"] or "", p["family"], p["budget"] or 0)):
@@ -93,13 +98,23 @@ def plot(pts: list[dict[str, Any]], path: Path) -> None:
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
     a = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    a.add_argument("folder", type=Path, help="the output folder of doodl compare -c configs/digits_study.yaml")
-    a.add_argument("--out", type=Path, default=OUT)
+    a.add_argument("folders", type=Path, nargs="+",
+                   help="output folders of doodl compare -c configs/digits_study.yaml (and digits_study_tuned.yaml)")
+    a.add_argument("--out", type=Path, default=OUT, help="folder of digits_study.{json,md,png}")
     a.add_argument("--judge", default="judge", help="the held-out judge to plot")
     ns = a.parse_args(args)
-    summary = json.loads((ns.folder / "summary.json").read_text())
-    pts = points(summary, ns.judge)
-    command = "doodl compare -c configs/digits_study.yaml"
+    pts: list[dict[str, Any]] = []
+    for folder in ns.folders:
+        if not (folder / "summary.json").is_file():
+            raise SystemExit(f"{folder}/summary.json not found: run the doodl compare that writes {folder} first "
+                             "(make bench-digits, then make bench-study)")
+        mine = points(json.loads((folder / "summary.json").read_text()), ns.judge)
+        twice = sorted({p["method"] for p in mine} & {p["method"] for p in pts})
+        if twice:
+            raise SystemExit(f"{folder}: method(s) {', '.join(twice)} already read from an earlier folder: "
+                             "give each study run its own method names")
+        pts += mine
+    command = "python benchmarks/digits_study.py " + " ".join(map(str, ns.folders))
     ns.out.mkdir(parents=True, exist_ok=True)
     (ns.out / "digits_study.json").write_text(json.dumps({"command": command, "points": pts}, indent=1) + "\n")
     (ns.out / "digits_study.md").write_text(markdown(pts, command))

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from doodl.app.compare_cli import compare_main
@@ -41,3 +42,36 @@ def test_reduced_study_keeps_every_budget(tmp_path):
     for name in ("digits_study.json", "digits_study.md", "digits_study.png"):
         assert (tmp_path / "results" / name).is_file()
     assert json.loads((tmp_path / "results" / "digits_study.json").read_text())["points"]
+
+
+def test_reduced_tuned_study_reads_with_the_benchmark_folder(tmp_path):
+    """configs/digits_study_tuned.yaml (budget 8) and digits_compare.yaml on the same items, read as one
+    study by benchmarks/digits_study.py; a method name in two folders is refused."""
+    lines = (ROOT / "configs" / "prompts" / "digits_compare.jsonl").read_text().splitlines()
+    (tmp_path / "items.jsonl").write_text("\n".join(lines[:1] + lines[-1:]) + "\n")
+    paths = []
+    for name in ("digits_compare", "digits_study_tuned"):
+        cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        cfg["data"]["path"] = str(tmp_path / "items.jsonl")
+        cfg["output"] = str(tmp_path / name)
+        cfg["chain"]["num_steps"] = T
+        cfg["methods"] = [m for m in cfg["methods"] if not m["init_args"].get("name", "").endswith("_b32")]
+        for m in cfg["methods"]:
+            if m["init_args"].get("iterations") == 20:
+                m["init_args"]["iterations"] = 2
+        cfg["judges"] = [j for j in cfg["judges"] if j["class_path"].endswith("ClassifierJudge")]
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        compare_main(["-c", str(path)])
+        paths.append(str(tmp_path / name))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import digits_study
+
+    res = digits_study.main([*paths, "--out", str(tmp_path / "results")])
+    assert {(p["family"], p["budget"]) for p in res["points"]} == {
+        ("plain", None), ("onestep", None), ("doodl", None), ("seed_search", 8), ("doodl", 8)}
+    assert all(p["evals"] <= 8 * 2 * T for p in res["points"] if p["budget"] == 8)
+    with pytest.raises(SystemExit, match="already read"):
+        digits_study.main([paths[0], paths[0], "--out", str(tmp_path / "again")])
+    with pytest.raises(SystemExit, match="make bench-digits"):
+        digits_study.main([str(tmp_path / "missing"), "--out", str(tmp_path / "again")])
