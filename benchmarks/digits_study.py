@@ -2,10 +2,11 @@
 ``configs/digits_study.yaml``: per group, judge accuracy (95% Wilson interval) against the mean
 noise-model evaluations each method spent per item (a Pareto view of the methods).
 
-    doodl compare -c configs/digits_study.yaml            # (RANK=r WORLD_SIZE=2 on each of 2 cores)
-    doodl compare -c configs/digits_study_tuned.yaml      # the tuned variants and budget 128
-    python benchmarks/digits_study.py outputs/digits-study outputs/digits-study-tuned
-                                                          # -> benchmarks/results/digits_study.{json,md,png}
+    doodl compare -c configs/digits_compare.yaml --output outputs/bench-digits   # (make bench-digits)
+    doodl compare -c configs/digits_study_tuned.yaml   # seed search and DOODL at budgets 8, 32 (RANK / WORLD_SIZE)
+    python benchmarks/digits_study.py outputs/bench-digits outputs/digits-study-tuned
+                                                       # -> benchmarks/results/digits_study.{json,md,png}
+    (configs/digits_study.yaml, the first study at the earlier settings, is read alone the same way)
 
 Several folders are read as one study (same items and seeds; a method name in two folders is refused).
 """
@@ -39,7 +40,7 @@ def points(summary: dict[str, Any], judge: str = "judge") -> list[dict[str, Any]
 
 def markdown(pts: list[dict[str, Any]], command: str) -> str:
     lines = ["# Digits: methods at equal budgets", "", f"From `{command}`.", "",
-             "Each folder is a `doodl compare` of `configs/digits_study.yaml` or `digits_study_tuned.yaml`.", "",
+             "Each folder is a `doodl compare` of `configs/digits_compare.yaml`, `digits_study.yaml` or `digits_study_tuned.yaml`.", "",
              "| group | method | budget (samples) | evals / item | wall s / item | judge acc % | gap guide−judge pts | KID |",
              "|---|---|---|---|---|---|---|---|"]
     for p in sorted(pts, key=lambda p: (p["group"] or "", p["family"], p["budget"] or 0)):

@@ -3,22 +3,13 @@ image in the paper's loss on both, and DOODL with loss_on both / x, on tuning se
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.digits.bench import load_bench
 
 
 def test_reduced_pair_run(tmp_path):
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_digits_pair", BENCH / "digits_pair.py")
-        pair = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(pair)
-    finally:
-        sys.path.remove(str(BENCH))
+    pair = load_bench("digits_pair")
     out = tmp_path / "pair.json"
     res = pair.main(["--items", "1", "--steps", "2", "40", "--doodl-steps", "2", "--iterations", "2", "--out", str(out)])
     assert json.loads(out.read_text())["drift"] == res["drift"]

@@ -1,25 +1,15 @@
 """benchmarks/digits_tune.py in a reduced setting: every sweep runs on the tuning seeds, the
-choices follow the stated rules from the guide's scores alone, and bad names fail before a run."""
+choices follow the stated rules from the guide's scores alone."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.digits.bench import load_bench
 
 
 def load_tune():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_digits_tune", BENCH / "digits_tune.py")
-        tune = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(tune)
-    finally:
-        sys.path.remove(str(BENCH))
-    return tune
+    return load_bench("digits_tune")
 
 
 def test_reduced_tuning_run(tmp_path):
