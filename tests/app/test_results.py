@@ -41,6 +41,7 @@ def test_delivered_is_what_the_png_writer_stores(tmp_path):
     save_image(x, tmp_path / "b.png")
     assert torch.equal(read_png(tmp_path / "a.png"), read_png(tmp_path / "b.png"))  # rounded as torchvision does
     assert torch.equal(read_png(tmp_path / "a.png"), to_uint8(x))
+    # bitwise: torch and numpy both compute k / 255 in float32, one correctly rounded IEEE division
     torch.testing.assert_close(delivered(x), load_image(tmp_path / "a.png", 5, 7)[0], rtol=0, atol=0)
     assert float(delivered(x).min()) == 0.0 and float(delivered(x).max()) == 1.0
 
@@ -57,7 +58,7 @@ def test_reported_scores_are_the_saved_images_scores(pipeline, tmp_path):
         png = run / r["image"]
         assert float(r["score"]) == pytest.approx(rescore(png), rel=1e-5, abs=1e-6)
         assert json.loads(png.with_suffix(".json").read_text())["scores"]["score"] == pytest.approx(float(r["score"]))
-        torch.testing.assert_close(model.states[r["id"]].best_image, load_image(png, 16, 16)[0], rtol=0, atol=0)
+        torch.testing.assert_close(model.states[r["id"]].best_image, load_image(png, 16, 16)[0], rtol=0, atol=0)  # k / 255 both
     compare = [json.loads(x) for x in (run / "compare" / "results.jsonl").read_text().splitlines()]
     assert {c["method"] for c in compare} == {"plain", "onestep", "doodl"} and len(compare) == 9
     for c in compare:
