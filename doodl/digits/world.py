@@ -25,9 +25,11 @@ class DigitClassifierLoss(ClassifierLoss):
     """Vocabulary expansion in the digits world: cross-entropy of the guidance classifier (all ten
     digits, trained on split A) toward each item's "target_class" (or a fixed one). ``cutouts``:
     crop settings bound to the 16 px input (``Cutouts(n=16, min_size=8)`` in configs/digits.yaml:
-    without a ``min_size`` below 16 every crop is the whole image); None: the whole image."""
+    without a ``min_size`` below 16 every crop is the whole image); None: the whole image.
+    ``score_on``: what the score reads with crops on, "crops" or "image" (``ClassifierLoss``)."""
 
     def __init__(self, target_class: int | None = None, cutouts: Cutouts | None = None, weight: float = 1.0,
-                 root: str | None = None):
+                 root: str | None = None, score_on: str = "crops"):
         super().__init__(load_classifier(root), target_class=target_class, input_size=IMAGE_SIZE,
-                         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), cutouts=cutouts, weight=weight)
+                         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), cutouts=cutouts, weight=weight,
+                         score_on=score_on)

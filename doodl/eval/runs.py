@@ -31,12 +31,14 @@ def make_items(n_seen: int, n_unseen: int, seed0: int = 0) -> list[dict]:
 
 def guide_loss(s: dict) -> DigitClassifierLoss:
     """The guidance loss of both guided methods: the digit classifier with the settings' crops
-    (``cutouts`` crops per image of ``min_cut``-16 px, ``cut_power``; no crops when ``cutouts`` is None)."""
+    (``cutouts`` crops per image of ``min_cut``-16 px, ``cut_power``; no crops when ``cutouts`` is None);
+    ``score_on`` (default "crops"): what the score of the early stop and the best iterate reads."""
     if not s["cutouts"]:
         if s["min_cut"] is not None:
             raise ValueError(f"min_cut={s['min_cut']} is set but cutouts is off: set cutouts=<crops per image> or drop min_cut")
         return DigitClassifierLoss(cutouts=None)
-    return DigitClassifierLoss(cutouts=Cutouts(n=s["cutouts"], power=s["cut_power"], min_size=s["min_cut"]))
+    return DigitClassifierLoss(cutouts=Cutouts(n=s["cutouts"], power=s["cut_power"], min_size=s["min_cut"]),
+                               score_on=s.get("score_on", "crops"))
 
 
 def build_module(model: nn.Module, guidance: nn.Module, s: dict) -> DOODLRunner:

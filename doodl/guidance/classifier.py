@@ -2,7 +2,7 @@
 
     x       = (resize(image) - mean) / std        (the classifier's own input size and normalization)
     loss    = weight * CE(classifier(x), target)  (mean over crops when cutouts are on)
-    score   = softmax(classifier(x))[target]      (whole image)
+    score   = softmax(classifier(x))[target]      (mean over a fixed set of crops, or the whole image: score_on)
 The classifier is any ``nn.Module``, a TorchScript or torch.export (.pt2) file, or 'timm:<name>' / 'torchvision:<name>'
 built without downloads and loaded from a local state dict file (tensors only: ``weights_only``).
 TorchScript and .pt2 files carry code: only use files you trust.
@@ -25,6 +25,7 @@ from .cutouts import Cutouts, _pair, bind_cutouts, check_cutouts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SCORE_ON = ("crops", "image")
 _HOW = ("pass model='timm:<name>' or 'torchvision:<name>' with weights=<local state dict file>, "
         "a TorchScript file, a torch.export .pt2 file, or an nn.Module")
 
@@ -124,6 +125,8 @@ class ClassifierLoss(GuidanceLoss):
         cutouts: the crop settings (``Cutouts``, bound here to ``input_size``, which they require; their
             ``min_size`` lets crops be smaller than it); None (default): the whole image.
         weight: scale of the loss.
+        score_on: what ``score`` (the early stop's and the best iterate's) reads with cutouts on:
+            "crops" (default: a fixed set of them) or "image" (the whole image, as it is shown).
     """
 
     score_direction = "max"  # probability of the target class
@@ -139,9 +142,14 @@ class ClassifierLoss(GuidanceLoss):
         std: Sequence[float] = IMAGENET_STD,
         cutouts: Cutouts | None = None,
         weight: float = 1.0,
+        score_on: str = "crops",
     ):
         super().__init__(weight)
         check_cutouts(cutouts, "the classifier")  # before any model loads
+        if score_on not in SCORE_ON:
+            raise ValueError(f"score_on must be one of {', '.join(map(repr, SCORE_ON))} (what the score reads with "
+                             f"cutouts on: a fixed set of crops, or the whole image), got {score_on!r}")
+        self.score_on = score_on
         self.model = build_classifier(model, weights, num_classes)
         self.num_classes = num_classes if num_classes is not None else _num_classes(self.model)
         self.input_size = None if input_size is None else _pair(input_size)
@@ -201,11 +209,11 @@ class ClassifierLoss(GuidanceLoss):
             )
         return index
 
-    def logits(self, images: Tensor, items: Items | None = None, fixed: bool = False) -> Tensor:
-        """(B, n, classes) logits of every crop (n = 1: the whole image at ``input_size``); fresh
-        crops from the items' generators, or the same crops every call when ``fixed``."""
+    def logits(self, images: Tensor, items: Items | None = None, fixed: bool = False, whole: bool = False) -> Tensor:
+        """(B, n, classes) logits of every crop (n = 1: the whole image at ``input_size``, or with
+        ``whole``); fresh crops from the items' generators, or the same crops every call when ``fixed``."""
         check_images(images)
-        if self.cutouts is not None:
+        if self.cutouts is not None and not whole:
             crops = self.cutouts.for_items(images, items, fixed)
         elif self.input_size is not None:
             crops = F.adaptive_avg_pool2d(images, self.input_size)[:, None]
@@ -234,8 +242,9 @@ class ClassifierLoss(GuidanceLoss):
     def score(self, images: Tensor, items: Items | None = None) -> Tensor:
         """Probability of the target class, (B,); with cutouts, the mean over a FIXED set of crops
         (the same every call: a steady score for early stopping and the best iterate, that still
-        asks the image to hold up under cropping as the loss does)."""
-        logits = self.logits(images, items, fixed=True)
+        asks the image to hold up under cropping as the loss does); with ``score_on="image"``, on
+        the whole image."""
+        logits = self.logits(images, items, fixed=True, whole=self.score_on == "image")
         target = self._targets(items, logits.shape[0], logits.shape[2], logits.device)
         probs = logits.softmax(-1)
         return probs.gather(2, target.view(-1, 1, 1).expand(-1, probs.shape[1], 1)).squeeze(2).mean(1)

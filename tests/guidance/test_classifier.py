@@ -68,6 +68,21 @@ def test_min_cut_crops_below_the_input_size(tiny_net):
         ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=4)
 
 
+def test_score_on_the_whole_image_with_crops_on(tiny_net):
+    """score_on="image": the loss still averages over crops, the score reads the image as shown."""
+    images = rand_images(2, 16)
+    crops = Cutouts(n=4, seed=2, min_size=8)
+    on_image = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=crops, score_on="image")
+    on_crops = ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=crops)
+    torch.testing.assert_close(on_image.score(images), tiny_net(normalized(images)).softmax(-1)[:, 1])
+    assert not torch.allclose(on_image.score(images), on_crops.score(images))
+    ce = F.cross_entropy(tiny_net(normalized(crops.bind(16)(images).flatten(0, 1))), torch.ones(8, dtype=torch.long),
+                         reduction="none")
+    torch.testing.assert_close(on_image(images), ce.view(2, 4).mean(1))
+    with pytest.raises(ValueError, match=r"score_on must be one of 'crops', 'image'.*got 'shifts'"):
+        ClassifierLoss(tiny_net, target_class=1, input_size=16, cutouts=crops, score_on="shifts")
+
+
 def test_torchscript_file(tiny_net, tmp_path):
     path = tmp_path / "net.pt"
     torch.jit.script(tiny_net).save(str(path))
