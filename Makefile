@@ -56,14 +56,18 @@ bench-digits: install
 	   $(BENCH_DIGITS)/summary.png $(BENCH_DIGITS)/sheet.png benchmarks/results/digits/
 
 # the equal-budget study of issue 13 at the tuned digits settings: configs/digits_study_tuned.yaml (seed
-# search and DOODL at budgets 8 and 32), read with the bench-digits folder (unguided, one-step, DOODL at 20
+# search and DOODL at budgets 8 and 32) and digits_study_b128.yaml (budgets 2 and 128, unseen items only),
+# read with the bench-digits folder (unguided, one-step, DOODL at 20
 # iterations: same items and seeds), so run make bench-digits first; one rank per core
 # (configs/digits_study.yaml is the first study, at the earlier settings: benchmarks/results/digits_study_v1/)
+STUDY := digits_study_tuned digits_study_b128
 bench-study: install
 	mkdir -p outputs
-	RANK=1 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_study_tuned.yaml > outputs/study-rank1.log 2>&1 & \
-	rank1=$$!; RANK=0 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_study_tuned.yaml && wait $$rank1
-	$(PY) benchmarks/digits_study.py $(BENCH_DIGITS) outputs/digits-study-tuned
+	set -e; for part in $(STUDY); do \
+	  RANK=1 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/$$part.yaml > outputs/$$part-rank1.log 2>&1 & \
+	  rank1=$$!; RANK=0 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/$$part.yaml; wait $$rank1; \
+	done
+	$(PY) benchmarks/digits_study.py $(BENCH_DIGITS) outputs/digits-study-tuned outputs/digits-study-b128
 
 # the paper's other three applications in the digits world (issue 13): CLIP text guidance, boldness,
 # personalization, each `doodl compare -c configs/digits_<app>_compare.yaml` on two ranks (one per

@@ -45,17 +45,18 @@ def test_reduced_study_keeps_every_budget(tmp_path):
 
 
 def test_reduced_tuned_study_reads_with_the_benchmark_folder(tmp_path):
-    """configs/digits_study_tuned.yaml (budget 8) and digits_compare.yaml on the same items, read as one
-    study by benchmarks/digits_study.py; a method name in two folders is refused."""
+    """configs/digits_study_tuned.yaml (budget 8), digits_study_b128.yaml (budget 2) and
+    digits_compare.yaml on the same items, read as one study by benchmarks/digits_study.py; a method
+    name in two folders is refused."""
     lines = (ROOT / "configs" / "prompts" / "digits_compare.jsonl").read_text().splitlines()
     (tmp_path / "items.jsonl").write_text("\n".join(lines[:1] + lines[-1:]) + "\n")
     paths = []
-    for name in ("digits_compare", "digits_study_tuned"):
+    for name in ("digits_compare", "digits_study_tuned", "digits_study_b128"):
         cfg = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
         cfg["data"]["path"] = str(tmp_path / "items.jsonl")
         cfg["output"] = str(tmp_path / name)
         cfg["chain"]["num_steps"] = T
-        cfg["methods"] = [m for m in cfg["methods"] if not m["init_args"].get("name", "").endswith("_b32")]
+        cfg["methods"] = [m for m in cfg["methods"] if not m["init_args"].get("name", "").endswith(("_b32", "_b128"))]
         for m in cfg["methods"]:
             if m["init_args"].get("iterations") == 20:
                 m["init_args"]["iterations"] = 2
@@ -69,8 +70,9 @@ def test_reduced_tuned_study_reads_with_the_benchmark_folder(tmp_path):
 
     res = digits_study.main([*paths, "--out", str(tmp_path / "results")])
     assert {(p["family"], p["budget"]) for p in res["points"]} == {
-        ("plain", None), ("onestep", None), ("doodl", None), ("seed_search", 8), ("doodl", 8)}
-    assert all(p["evals"] <= 8 * 2 * T for p in res["points"] if p["budget"] == 8)
+        ("plain", None), ("onestep", None), ("doodl", None), ("seed_search", 8), ("doodl", 8), ("seed_search", 2),
+        ("doodl", 2)}
+    assert all(p["evals"] <= p["budget"] * 2 * T for p in res["points"] if p["budget"])
     with pytest.raises(SystemExit, match="already read"):
         digits_study.main([paths[0], paths[0], "--out", str(tmp_path / "again")])
     with pytest.raises(SystemExit, match="make bench-digits"):
