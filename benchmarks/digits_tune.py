@@ -74,15 +74,16 @@ class GuideFeatures(nn.Module):
         return self.guide.head[:-1](self.guide.features(2 * images - 1))
 
 
-def guide_training_seen() -> Tensor:
-    """The guide's training digits (split A) of the digits the generator saw (0-7)."""
-    digits, idx = data.load(), torch.tensor(assets.split()["A"])
-    keep = torch.isin(digits.labels[idx], torch.tensor(data.SEEN))
-    return digits.images[idx][keep]
+def guide_training(digits: Sequence[int] = data.SEEN) -> Tensor:
+    """The guide's training digits (split A) of ``digits`` (default: those the generator saw, 0-7)."""
+    loaded, idx = data.load(), torch.tensor(assets.split()["A"])
+    keep = torch.isin(loaded.labels[idx], torch.tensor(list(digits)))
+    return loaded.images[idx][keep]
 
 
-def guide_kid(guide: nn.Module, images: Tensor) -> float:
-    judge = KID(GuideFeatures(guide), name="guide_kid", reference_loader=guide_training_seen)
+def guide_kid(guide: nn.Module, images: Tensor, digits: Sequence[int] = data.SEEN) -> float:
+    """KID of ``images`` on the guide's penultimate features against its training digits ``digits``."""
+    judge = KID(GuideFeatures(guide), name="guide_kid", reference_loader=lambda: guide_training(digits))
     return float(f'{judge.compute(images, None)["value"]:.4g}')
 
 

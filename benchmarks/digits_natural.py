@@ -1,0 +1,130 @@
+"""Third tuning round of the digits default (issue 13), on the guide only and on tuning seeds: how
+natural the unseen digits are, once they hold up for the guide.
+
+Why: after the second round (``digits_robust.py``) DOODL's unseen images hold up for the guide under
+views the crops never make better than the real test digits do (``held_out`` about 0.91 against
+0.81), so robustness to the guide no longer separates settings. What is left to the guide is how
+close the images are to real 8s and 9s as it sees them:
+
+    kid_unseen  KID on the guide's penultimate features against the guide's own training digits
+                (split A) of 8 and 9, on unseen items (``digits_tune.guide_kid``); lower is closer
+    held_out    as in the second round (``digits_robust.held_out_score``)
+
+Sweeps, from the second round's choice (benchmarks/results/digits_robust.json), each keeping what
+the one before chose; rules fixed before the run: the lowest ``kid_unseen`` (for ``stop``: the
+lowest seen ``kid``) among the DOODL settings whose ``held_out`` is within SLACK of the sweep's best:
+    lr          AdamW's step size (the second round chose 2.0, the edge of its grid)
+    cfg         the chain's classifier-free guidance scale (the first round's grid ended at 2.0, its
+                best); one-step and unguided at each scale for reference, with their seen ``kid``
+                (the chain is shared by all methods of a comparison)
+    regularizer the weight lambda of ReNO's norm regularizer
+    stop        the early-stop target on the score of the fixed crops (the second round tried
+                targets on the whole image only, which left the unseen images fragile)
+
+    python benchmarks/digits_natural.py [--items 32] [--seen-items 48] [--threads N] [--out FILE]
+
+Unseen items: 32 on tuning seeds 100064.. (not the second round's 16, so that a choice there is
+checked on fresh items); seen: the second round's 48. Writes benchmarks/results/digits_natural.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from digits_robust import OUT as ROBUST, REGULARIZER_WEIGHT, Trials  # noqa: E402
+from digits_sweep import SWEEP_SEED0  # noqa: E402
+from digits_tune import guide_kid  # noqa: E402
+
+from doodl.digits import assets  # noqa: E402
+from doodl.digits.world import DigitsStableDiffusion  # noqa: E402
+from doodl.eval.runs import make_items  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "digits_natural.json"
+UNSEEN = (8, 9)
+LRS = (2.0, 4.0)
+CFGS = (2.0, 1.5, 1.0)
+WEIGHTS = (0.01, 0.1)
+STOPS = (None, 0.97, 0.99)
+SLACK = 0.03
+UNSEEN_SEED0, SEEN_SEED0 = SWEEP_SEED0 + 64, SWEEP_SEED0 + 16
+
+
+def start_from(path: Path) -> dict:
+    """The second round's starting settings with its choices applied."""
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run `python benchmarks/digits_robust.py` first (the second round)")
+    robust = json.loads(path.read_text())
+    return {"regularizer_weight": REGULARIZER_WEIGHT, **robust["start"], **robust["chosen"]}
+
+
+def pick(rows: list[tuple[dict, float, float]]) -> dict:
+    """The rule: the lowest kid among the (settings, held_out, kid) whose held_out is within SLACK of the best."""
+    top = max(held for _, held, _ in rows)
+    return min((r for r in rows if r[1] >= top - SLACK), key=lambda r: r[2])[0]
+
+
+def main(args: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--items", type=int, default=32, help="unseen items (8/9) of the tuning seeds")
+    p.add_argument("--seen-items", type=int, default=48, help="seen items (0-7) of the tuning seeds, for kid")
+    p.add_argument("--steps", type=int, default=None, help="EDICT steps (default: the second round's)")
+    p.add_argument("--iterations", type=int, default=None, help="DOODL iterations (default: the second round's)")
+    p.add_argument("--start", type=Path, default=ROBUST, help="the second round's results")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--quick", action="store_true", help="a reduced grid (the tests)")
+    a = p.parse_args(args)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    t_start = time.perf_counter()
+    start = start_from(a.start)
+    start.update({k: v for k, v in (("num_steps", a.steps), ("iterations", a.iterations)) if v is not None})
+    model, guide = DigitsStableDiffusion(), assets.load_classifier()
+    unseen = make_items(0, a.items, UNSEEN_SEED0)
+    seen = make_items(a.seen_items, 0, SEEN_SEED0)
+    trial = Trials(model, guide, unseen, seen, dict(start), unseen_kid=lambda im: guide_kid(guide, im, UNSEEN))
+    lrs, cfgs, weights, stops = (LRS, CFGS[::2], WEIGHTS, STOPS[:2]) if a.quick else (LRS, CFGS, WEIGHTS, STOPS)
+    chosen: dict = {}
+    for sweep, grid in (("lr", [{"lr": lr} for lr in lrs]), ("cfg", [{"cfg_scale": c} for c in cfgs]),
+                        ("regularizer", [{"regularizer_weight": w} for w in weights]),
+                        ("stop", [{"score_on": "crops", "target_score": t} for t in stops])):
+        rows = []
+        for over in grid:
+            row = trial(sweep, "doodl", over, unseen)
+            kid = trial(sweep, "doodl", over, seen)["guide_kid"] if sweep == "stop" else row["guide_kid_unseen"]
+            rows.append((over, row["held_out"], kid))
+            if sweep == "cfg":  # references at this scale: the other methods on both groups
+                for method in ("plain", "onestep"):
+                    trial(sweep, method, over, unseen)
+                    trial(sweep, method, over, seen)
+        best = pick(rows)
+        trial.s.update(best)
+        chosen.update(best)
+    results = {
+        "command": " ".join(["python benchmarks/digits_natural.py", *map(str, sys.argv[1:] if args is None else args)]),
+        "criteria": {"kid_unseen": "KID on the guide's penultimate features against the guide's training digits "
+                                   "(split A) of 8 and 9, unseen items",
+                     "held_out": "as in digits_robust.json", "kid": "as in digits_robust.json, seen items",
+                     "rule": f"lowest kid_unseen (stop: lowest seen kid) among DOODL settings with held_out >= "
+                             f"best - {SLACK}"},
+        "seeds": f"unseen {UNSEEN_SEED0}..{UNSEEN_SEED0 + a.items - 1}, seen {SEEN_SEED0}.."
+                 f"{SEEN_SEED0 + a.seen_items - 1} (tuning seeds; the study uses 0-203)",
+        "start": start, "tried": trial.tried, "chosen": chosen,
+        "seconds": round(time.perf_counter() - t_start, 1), "threads": torch.get_num_threads(),
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"chosen: {chosen}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""benchmarks/digits_robust.py and digits_natural.py (the second and third tuning rounds) in a
+reduced setting: the held-out views, and the choices following the stated rules from the guide's
+scores alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.digits.bench import load_bench
+
+
+def test_held_out_views():
+    robust = load_bench("digits_robust")
+    images = torch.rand(2, 3, 16, 16)
+    views = robust.held_out_views(images)
+    assert views.shape == (15, 2, 3, 16, 16)
+    torch.testing.assert_close(views[4], images)  # the centre of the shifts: the image itself
+    torch.testing.assert_close(views[0, ..., 2:, 2:], images[..., :-2, :-2])  # moved by two pixels
+    assert (views[11] >= images).all() and (views[12] <= images).all()  # thicker / thinner strokes
+    assert not torch.allclose(views[11], images) and not torch.allclose(views[12], images)
+    torch.testing.assert_close(robust.held_out_views(images), views, rtol=0, atol=0)  # the same noise every call
+    flat = torch.full((1, 3, 16, 16), 0.5)
+    torch.testing.assert_close(robust.blur(flat), flat)  # a normalized kernel
+
+
+def test_reduced_robust_tuning_run(tmp_path):
+    robust = load_bench("digits_robust")
+    out = tmp_path / "robust.json"
+    res = robust.main(["--quick", "--items", "2", "--seen-items", "4", "--steps", "2", "--iterations", "2",
+                       "--out", str(out)])
+    assert json.loads(out.read_text())["chosen"] == res["chosen"]
+    rows = res["tried"]
+    assert {r["sweep"] for r in rows} == {"reference", "crops", "lr", "stop"}
+    crops = [r for r in rows if r["sweep"] == "crops"]
+    best = max(crops, key=lambda r: r["held_out"])
+    assert best["setting"] == robust.label_of({k: res["chosen"][k] for k in ("cutouts", "min_cut", "cut_power")})
+    # the setting a sweep carries on is not run again: its row is repeated
+    assert [r.get("repeat", False) for r in rows if r["sweep"] == "lr"] == [True, False]
+    # the stop rule: the lowest seen kid among the settings within the slack of the best held-out score
+    held = {r["setting"]: r["held_out"] for r in rows if r["sweep"] == "stop" and r["group"] == "unseen"}
+    kid = {r["setting"]: r["guide_kid"] for r in rows if r["sweep"] == "stop" and r["group"] == "seen"}
+    ok = [k for k in held if held[k] >= max(held.values()) - robust.STOP_SLACK]
+    assert min(ok, key=kid.get) == robust.label_of({k: res["chosen"][k] for k in ("score_on", "target_score")})
+    assert 0 < res["reference"]["real_unseen_held_out"] <= 1
+    assert "judge" not in json.dumps(rows)  # only the guide is read
+
+    # the third round starts from the second's choice and keeps to its own rule
+    natural = load_bench("digits_natural")
+    res3 = natural.main(["--quick", "--items", "2", "--seen-items", "4", "--steps", "2", "--iterations", "2",
+                         "--start", str(out), "--out", str(tmp_path / "natural.json")])
+    assert res3["start"] == {"regularizer_weight": 0.01, **res["start"], **res["chosen"]}
+    rows3 = res3["tried"]
+    for sweep, key in (("lr", "lr"), ("cfg", "cfg_scale"), ("regularizer", "regularizer_weight")):
+        doodl = [r for r in rows3 if r["sweep"] == sweep and r["method"] == "doodl" and r["group"] == "unseen"]
+        ok = [r for r in doodl if r["held_out"] >= max(d["held_out"] for d in doodl) - natural.SLACK]
+        assert min(ok, key=lambda r: r["guide_kid_unseen"])["setting"] == f"{key}={res3['chosen'][key]}"
+    held = {r["setting"]: r["held_out"] for r in rows3 if r["sweep"] == "stop" and r["group"] == "unseen"}
+    kid = {r["setting"]: r["guide_kid"] for r in rows3 if r["sweep"] == "stop" and r["group"] == "seen"}
+    ok = [k for k in held if held[k] >= max(held.values()) - natural.SLACK]
+    assert min(ok, key=kid.get) == f"score_on=crops, target_score={res3['chosen']['target_score']}"
+    assert {(r["method"], r["group"]) for r in rows3 if r["sweep"] == "cfg"} == {
+        (m, g) for m in ("plain", "onestep", "doodl") for g in ("seen", "unseen")} - {("doodl", "seen")}
+    assert any(r.get("repeat") for r in rows3 if r["sweep"] == "regularizer")
+    assert "judge" not in json.dumps(rows3)
+    with pytest.raises(SystemExit, match="digits_robust.py"):
+        natural.main(["--start", str(tmp_path / "missing.json")])
