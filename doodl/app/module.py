@@ -76,6 +76,9 @@ class DOODL(L.LightningModule):
         target_score: stop an item early once the guidance score of its image reaches this (None:
             never). Scores, early stop and the best iterate all read the image as its PNG holds it
             (clamped to [0, 1], 8 bits: ``doodl.run.images.delivered``); the loss reads the decoded one.
+        accept_score: keep an item's starting noise, unchanged, when the score of its first image already
+            reaches this (the first iteration only; None: never): the unguided image is returned where it
+            satisfies the guide; ``target_score`` applies from the second iteration on.
         score_direction: "max" if a higher score is better, "min" if lower; None (default): the
             guidance loss's own ``score_direction`` (CLIP, classifier, aesthetic: "max"; a loss
             whose score is the loss itself: "min").
@@ -111,6 +114,7 @@ class DOODL(L.LightningModule):
         edit_strength: float = 1.0,
         update: UpdateFactory | None = None,
         target_score: float | None = None,
+        accept_score: float | None = None,
         score_direction: str | None = None,
         best_by: str = "loss",
         decode_clamp: str = "none",
@@ -133,7 +137,7 @@ class DOODL(L.LightningModule):
         self.runner = DOODLRunner(self.context, iterations=iterations, grad_mode=grad_mode,
                                   guidance_scale=guidance_scale, loss_on=loss_on, update=update or paper_update(),
                                   target_score=target_score, score_direction=score_direction, best_by=best_by,
-                                  memory_budget=memory_budget)
+                                  memory_budget=memory_budget, accept_score=accept_score)
         self.my_ids: list[str] | None = None  # this rank's items (None: no datamodule said which)
         self.n_failed = 0  # this run's items with no finite iterate, over all ranks (set at the end of fit)
 

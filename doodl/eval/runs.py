@@ -43,12 +43,14 @@ def guide_loss(s: dict) -> DigitClassifierLoss:
 
 def build_module(model: nn.Module, guidance: nn.Module, s: dict) -> DOODLRunner:
     """The benchmark's DOODL on a 16x16 chain (``doodl.run.runner.DOODLRunner``); ``s["update"]``, where
-    set, is the update factory (``doodl.core.updates.update_preset``), else the paper's with the settings'."""
+    set, is the update factory (``doodl.core.updates.update_preset``), else the paper's with the settings';
+    ``s["accept_score"]``, where set, keeps a start whose image already reaches it."""
     ctx = RunContext(model, guidance, Chain(num_steps=s["num_steps"], cfg_scale=s["cfg_scale"], height=16, width=16))
     update = s.get("update") or paper_update(clip_grad_val=s["clip_grad_val"], perturb=s["perturb"],
                                              renormalize=s["renormalize"])
     return DOODLRunner(ctx, iterations=s["iterations"], grad_mode="invert", guidance_scale=s["guidance_scale"],
-                       update=update, target_score=s["target_score"], best_by=s["best_by"])
+                       update=update, target_score=s["target_score"], best_by=s["best_by"],
+                       accept_score=s.get("accept_score"))
 
 
 def run_baseline(module: DOODLRunner, items: list[dict], method: str, batch_size: int) -> Tensor:

@@ -129,13 +129,14 @@ class DOODL(Method):
     def __init__(self, iterations: int = 50, grad_mode: str | None = None, guidance_scale: float = 1.0,
                  loss_on: str = "both", update: UpdateFactory | None = None, target_score: float | None = None,
                  score_direction: str | None = None, best_by: str = "loss", budget: float | None = None,
-                 memory_budget: int | None = None, name: str | None = None):
+                 memory_budget: int | None = None, name: str | None = None, accept_score: float | None = None):
         super().__init__(name)
         check_budget(budget, f"method {self.name!r}")
         self.budget = budget
         self.settings = dict(iterations=iterations, grad_mode=grad_mode, guidance_scale=guidance_scale,
                              loss_on=loss_on, update=update, target_score=target_score,
-                             score_direction=score_direction, best_by=best_by, memory_budget=memory_budget)
+                             score_direction=score_direction, best_by=best_by, memory_budget=memory_budget,
+                             accept_score=accept_score)
 
     def runner(self, ctx: RunContext, spent: float = 0.0) -> DOODLRunner:
         """The runner, with as many iterations as ``budget`` (plain samples) allows after ``spent``."""

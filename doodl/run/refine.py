@@ -26,7 +26,7 @@ class SearchThenRefine(Method):
     def __init__(self, n: int = 4, stride: int = 1_000_003, iterations: int = 50, grad_mode: str | None = None,
                  guidance_scale: float = 1.0, loss_on: str = "both", update: UpdateFactory | None = None,
                  target_score: float | None = None, score_direction: str | None = None, best_by: str = "loss",
-                 budget: float | None = None, name: str | None = None):
+                 budget: float | None = None, name: str | None = None, accept_score: float | None = None):
         super().__init__(name)
         if budget is not None and budget <= n:
             raise ValueError(f"method {self.name!r}: a budget of {budget:g} plain samples leaves nothing for DOODL "
@@ -34,7 +34,7 @@ class SearchThenRefine(Method):
         self.search = SeedSearch(n=n, stride=stride, direction=score_direction, name=self.name)
         self.refine = DOODL(iterations=iterations, grad_mode=grad_mode, guidance_scale=guidance_scale, loss_on=loss_on,
                             update=update, target_score=target_score, score_direction=score_direction,
-                            best_by=best_by, budget=budget, name=self.name)
+                            best_by=best_by, budget=budget, name=self.name, accept_score=accept_score)
         self.n = n
 
     def check(self, ctx: RunContext) -> list[str]:

@@ -91,14 +91,15 @@ class DOODLRunner:
         loss_on: "both" decoded images of the pair (the paper), or "x" only.
         update: ``update(pairs, generator)`` -> the item's update (``doodl.core.updates.UpdateFactory``;
             default: the paper's, ``doodl.DOODLOptimizer``).
-        target_score, score_direction, best_by: see ``doodl.app.module.DOODL``.
+        target_score, accept_score, score_direction, best_by: see ``doodl.app.module.DOODL``.
         score_every_iteration: also score every iterate when nothing else needs it (for logging).
     """
 
     def __init__(self, context: RunContext, iterations: int = 50, grad_mode: str | None = None,
                  guidance_scale: float = 1.0, loss_on: str = "both", update: UpdateFactory | None = None,
                  target_score: float | None = None, score_direction: str | None = None, best_by: str = "loss",
-                 score_every_iteration: bool = False, memory_budget: int | None = None):
+                 score_every_iteration: bool = False, memory_budget: int | None = None,
+                 accept_score: float | None = None):
         if not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
         if grad_mode is not None and grad_mode not in MODES:
@@ -116,10 +117,10 @@ class DOODLRunner:
         self.iterations, self.grad_mode, self.guidance_scale, self.loss_on = iterations, grad_mode, guidance_scale, loss_on
         self.memory_budget = memory_budget
         self.update = update or paper_update()
-        self.target_score, self.best_by = target_score, best_by
-        self.score_direction = resolve_direction(context.guidance, score_direction,
-                                                 target_score is not None or best_by == "score")
-        self.needs_score = target_score is not None or best_by == "score" or bool(score_every_iteration)
+        self.target_score, self.accept_score, self.best_by = target_score, accept_score, best_by
+        stops = target_score is not None or accept_score is not None
+        self.score_direction = resolve_direction(context.guidance, score_direction, stops or best_by == "score")
+        self.needs_score = stops or best_by == "score" or bool(score_every_iteration)
         self.states: dict[str, ItemState] = {}
         self.restored: dict[str, dict] = {}  # checkpointed states of items not reached yet
 
@@ -182,8 +183,9 @@ class DOODLRunner:
                 st.skipped_updates += 1
                 _log.warning("item %s: non-finite loss or gradient at iteration %d, update skipped", st.id, st.iterations)
             st.optimizer.zero_grad()
+            target = self.accept_score if st.iterations == 0 and self.accept_score is not None else self.target_score
             st.iterations += 1
-            if "score" in item_scores and reached(item_scores["score"], self.target_score, self.score_direction):
+            if "score" in item_scores and reached(item_scores["score"], target, self.score_direction):
                 st.stopped_early = True
         share = counter.share(len(states))  # after the updates: they are part of the cost
         for st in states:

@@ -77,3 +77,17 @@ def test_auto_mode_with_a_memory_budget_gives_the_naive_result(ctx):
     torch.testing.assert_close(auto.image, naive.image, rtol=0, atol=2 / 255)
     with pytest.raises(ValueError, match="memory_budget is for grad_mode 'auto'"):
         DOODL(memory_budget=1000).runner(ctx)
+
+
+def test_accept_score_keeps_a_start_that_already_satisfies_the_guide(ctx):
+    """accept_score is read at the first iteration only (the unguided start's image), target_score after it."""
+    plain = Unguided().run(ctx, [ITEM])[0]
+    kept = DOODL(iterations=3, best_by="score", accept_score=0.0).run(ctx, [ITEM])[0]  # any probability reaches 0
+    assert kept.iterations == 1 and kept.status == "stopped_early" and kept.best_iteration == 0
+    torch.testing.assert_close(kept.image, plain.image, rtol=0, atol=1.5 / 255)  # the start's image (two code paths)
+    never = DOODL(iterations=3, best_by="score", accept_score=1.5).run(ctx, [ITEM])[0]
+    assert never.iterations == 3 and never.status == "done"
+    # target_score does not apply at the first iteration when accept_score is set, and does from the second
+    later = DOODL(iterations=3, best_by="score", accept_score=1.5, target_score=0.0).run(ctx, [ITEM])[0]
+    assert later.iterations == 2 and later.status == "stopped_early"
+    assert DOODL(iterations=3, best_by="score", target_score=0.0).run(ctx, [ITEM])[0].iterations == 1
