@@ -4,7 +4,8 @@ noise-model evaluations each method spent per item (a Pareto view of the methods
 
     doodl compare -c configs/digits_compare.yaml --output outputs/bench-digits   # (make bench-digits)
     doodl compare -c configs/digits_study_tuned.yaml   # seed search and DOODL at budgets 8, 32 (RANK / WORLD_SIZE)
-    python benchmarks/digits_study.py outputs/bench-digits outputs/digits-study-tuned
+    doodl compare -c configs/digits_study_b128.yaml    # the same at budgets 2, 128 (unseen items only)
+    python benchmarks/digits_study.py outputs/bench-digits outputs/digits-study-tuned outputs/digits-study-b128
                                                        # -> benchmarks/results/digits_study.{json,md,png}
     (configs/digits_study.yaml, the first study at the earlier settings, is read alone the same way)
 
@@ -40,7 +41,7 @@ def points(summary: dict[str, Any], judge: str = "judge") -> list[dict[str, Any]
 
 def markdown(pts: list[dict[str, Any]], command: str) -> str:
     lines = ["# Digits: methods at equal budgets", "", f"From `{command}`.", "",
-             "Each folder is a `doodl compare` of `configs/digits_compare.yaml`, `digits_study.yaml` or `digits_study_tuned.yaml`.", "",
+             "Each folder is a `doodl compare` of `configs/digits_compare.yaml`, `digits_study.yaml`, `digits_study_tuned.yaml` or `digits_study_b128.yaml`.", "",
              "| group | method | budget (samples) | evals / item | wall s / item | judge acc % | gap guide−judge pts | KID |",
              "|---|---|---|---|---|---|---|---|"]
     for p in sorted(pts, key=lambda p: (p["group"] or "", p["family"], p["budget"] or 0)):
