@@ -11,8 +11,8 @@ close the images are to real 8s and 9s as it sees them:
     held_out    as in the second round (``digits_robust.held_out_score``)
 
 Sweeps, from the second round's choice (benchmarks/results/digits_robust.json), each keeping what
-the one before chose; rules fixed before the run: the lowest ``kid_unseen`` (for ``stop``: the
-lowest seen ``kid``) among the DOODL settings whose ``held_out`` is within SLACK of the sweep's best:
+the one before chose; rules fixed before the run: the lowest ``kid_unseen`` (for ``stop`` and
+``accept``: the lowest seen ``kid``) among the DOODL settings whose ``held_out`` is within SLACK of the sweep's best:
     lr          AdamW's step size (the second round chose 2.0, the edge of its grid)
     cfg         the chain's classifier-free guidance scale (the first round's grid ended at 2.0, its
                 best); one-step and unguided at each scale for reference, with their seen ``kid``
@@ -20,6 +20,9 @@ lowest seen ``kid``) among the DOODL settings whose ``held_out`` is within SLACK
     regularizer the weight lambda of ReNO's norm regularizer
     stop        the early-stop target on the score of the fixed crops (the second round tried
                 targets on the whole image only, which left the unseen images fragile)
+    accept      keep the unguided start of an item whose first image's score already reaches this
+                (``accept_score``; the crops' score): the stop read at the first iteration only,
+                since a target on every iteration stops the unseen digits too soon (``stop``)
 
     python benchmarks/digits_natural.py [--items 32] [--seen-items 48] [--threads N] [--out FILE]
 
@@ -29,7 +32,6 @@ checked on fresh items); seen: the second round's 48. Writes benchmarks/results/
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -41,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_robust import OUT as ROBUST, REGULARIZER_WEIGHT, Trials  # noqa: E402
 from digits_sweep import SWEEP_SEED0  # noqa: E402
-from digits_tune import guide_kid  # noqa: E402
+from digits_tune import finish, guide_kid, tuning_parser  # noqa: E402
 
 from doodl.digits import assets  # noqa: E402
 from doodl.digits.world import DigitsStableDiffusion  # noqa: E402
@@ -53,6 +55,7 @@ LRS = (2.0, 4.0)
 CFGS = (2.0, 1.5, 1.0)
 WEIGHTS = (0.01, 0.1)
 STOPS = (None, 0.97, 0.99)
+ACCEPTS = (None, 0.9, 0.5, 0.2)
 SLACK = 0.03
 UNSEEN_SEED0, SEEN_SEED0 = SWEEP_SEED0 + 64, SWEEP_SEED0 + 16
 
@@ -62,7 +65,7 @@ def start_from(path: Path) -> dict:
     if not path.is_file():
         raise SystemExit(f"{path} not found: run `python benchmarks/digits_robust.py` first (the second round)")
     robust = json.loads(path.read_text())
-    return {"regularizer_weight": REGULARIZER_WEIGHT, **robust["start"], **robust["chosen"]}
+    return {"regularizer_weight": REGULARIZER_WEIGHT, "accept_score": None, **robust["start"], **robust["chosen"]}
 
 
 def pick(rows: list[tuple[dict, float, float]]) -> dict:
@@ -72,15 +75,8 @@ def pick(rows: list[tuple[dict, float, float]]) -> dict:
 
 
 def main(args: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--items", type=int, default=32, help="unseen items (8/9) of the tuning seeds")
-    p.add_argument("--seen-items", type=int, default=48, help="seen items (0-7) of the tuning seeds, for kid")
-    p.add_argument("--steps", type=int, default=None, help="EDICT steps (default: the second round's)")
-    p.add_argument("--iterations", type=int, default=None, help="DOODL iterations (default: the second round's)")
+    p = tuning_parser(__doc__, OUT, None, None, items=32)  # steps, iterations: the second round's unless given
     p.add_argument("--start", type=Path, default=ROBUST, help="the second round's results")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--quick", action="store_true", help="a reduced grid (the tests)")
     a = p.parse_args(args)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -91,15 +87,17 @@ def main(args: Sequence[str] | None = None) -> dict:
     unseen = make_items(0, a.items, UNSEEN_SEED0)
     seen = make_items(a.seen_items, 0, SEEN_SEED0)
     trial = Trials(model, guide, unseen, seen, dict(start), unseen_kid=lambda im: guide_kid(guide, im, UNSEEN))
-    lrs, cfgs, weights, stops = (LRS, CFGS[::2], WEIGHTS, STOPS[:2]) if a.quick else (LRS, CFGS, WEIGHTS, STOPS)
+    lrs, cfgs, weights, stops, accepts = (LRS, CFGS[::2], WEIGHTS, STOPS[:2], ACCEPTS[:2]) if a.quick else \
+        (LRS, CFGS, WEIGHTS, STOPS, ACCEPTS)
     chosen: dict = {}
     for sweep, grid in (("lr", [{"lr": lr} for lr in lrs]), ("cfg", [{"cfg_scale": c} for c in cfgs]),
                         ("regularizer", [{"regularizer_weight": w} for w in weights]),
-                        ("stop", [{"score_on": "crops", "target_score": t} for t in stops])):
+                        ("stop", [{"score_on": "crops", "target_score": t} for t in stops]),
+                        ("accept", [{"accept_score": t} for t in accepts])):
         rows = []
         for over in grid:
             row = trial(sweep, "doodl", over, unseen)
-            kid = trial(sweep, "doodl", over, seen)["guide_kid"] if sweep == "stop" else row["guide_kid_unseen"]
+            kid = trial(sweep, "doodl", over, seen)["guide_kid"] if sweep in ("stop", "accept") else row["guide_kid_unseen"]
             rows.append((over, row["held_out"], kid))
             if sweep == "cfg":  # references at this scale: the other methods on both groups
                 for method in ("plain", "onestep"):
@@ -108,22 +106,16 @@ def main(args: Sequence[str] | None = None) -> dict:
         best = pick(rows)
         trial.s.update(best)
         chosen.update(best)
-    results = {
-        "command": " ".join(["python benchmarks/digits_natural.py", *map(str, sys.argv[1:] if args is None else args)]),
+    return finish("digits_natural.py", args, a.out, t_start, {
         "criteria": {"kid_unseen": "KID on the guide's penultimate features against the guide's training digits "
                                    "(split A) of 8 and 9, unseen items",
                      "held_out": "as in digits_robust.json", "kid": "as in digits_robust.json, seen items",
-                     "rule": f"lowest kid_unseen (stop: lowest seen kid) among DOODL settings with held_out >= "
+                     "rule": f"lowest kid_unseen (stop, accept: lowest seen kid) among DOODL settings with held_out >= "
                              f"best - {SLACK}"},
         "seeds": f"unseen {UNSEEN_SEED0}..{UNSEEN_SEED0 + a.items - 1}, seen {SEEN_SEED0}.."
                  f"{SEEN_SEED0 + a.seen_items - 1} (tuning seeds; the study uses 0-203)",
         "start": start, "tried": trial.tried, "chosen": chosen,
-        "seconds": round(time.perf_counter() - t_start, 1), "threads": torch.get_num_threads(),
-    }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"chosen: {chosen}")
-    return results
+    })
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ Writes benchmarks/results/digits_robust.json (every trial's scores and seconds, 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,7 +42,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_sweep import SWEEP_SEED0, guide_scores, shifted_views  # noqa: E402
-from digits_tune import guide_kid  # noqa: E402
+from digits_tune import finish, guide_kid, tuning_parser  # noqa: E402
 
 from doodl.core.updates import update_preset  # noqa: E402
 from doodl.digits import assets  # noqa: E402
@@ -151,15 +149,7 @@ class Trials:
 
 
 def main(args: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--items", type=int, default=16, help="unseen items (8/9) of the tuning seeds")
-    p.add_argument("--seen-items", type=int, default=48, help="seen items (0-7) of the tuning seeds, for kid")
-    p.add_argument("--steps", type=int, default=START["num_steps"])
-    p.add_argument("--iterations", type=int, default=START["iterations"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--quick", action="store_true", help="a reduced grid (the tests)")
-    a = p.parse_args(args)
+    a = tuning_parser(__doc__, OUT, START["num_steps"], START["iterations"]).parse_args(args)
     if a.threads:
         torch.set_num_threads(a.threads)
     t_start = time.perf_counter()
@@ -190,8 +180,7 @@ def main(args: Sequence[str] | None = None) -> dict:
     chosen.update(best)
     reference["plain_kid"] = trial("reference", "plain", {}, seen)["guide_kid"]
     reference["onestep_kid"] = trial("reference", "onestep", {}, seen)["guide_kid"]
-    results = {
-        "command": " ".join(["python benchmarks/digits_robust.py", *map(str, sys.argv[1:] if args is None else args)]),
+    return finish("digits_robust.py", args, a.out, t_start, {
         "criteria": {"held_out": "mean guide probability of the target over the image and 14 views the crops never "
                                  "make (2-px shifts, blur, resampling, thicker / thinner strokes, pixel noise), unseen 8/9",
                      "kid": "KID on the guide's penultimate features against the guide's training digits "
@@ -199,13 +188,9 @@ def main(args: Sequence[str] | None = None) -> dict:
                      "stop_rule": f"lowest kid among held_out >= best - {STOP_SLACK}"},
         "seeds": f"unseen {SWEEP_SEED0}..{SWEEP_SEED0 + a.items - 1}, seen {SWEEP_SEED0 + a.items}.."
                  f"{SWEEP_SEED0 + a.items + a.seen_items - 1} (tuning seeds; the study uses 0-203)",
-        "start": dict(START, num_steps=a.steps, iterations=a.iterations), "reference": reference, "tried": tried, "chosen": chosen,
-        "seconds": round(time.perf_counter() - t_start, 1), "threads": torch.get_num_threads(),
-    }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"chosen: {chosen}")
-    return results
+        "start": dict(START, num_steps=a.steps, iterations=a.iterations), "reference": reference, "tried": tried,
+        "chosen": chosen,
+    })
 
 
 if __name__ == "__main__":

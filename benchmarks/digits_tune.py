@@ -87,20 +87,35 @@ def guide_kid(guide: nn.Module, images: Tensor, digits: Sequence[int] = data.SEE
     return float(f'{judge.compute(images, None)["value"]:.4g}')
 
 
+def tuning_parser(doc: str, out: Path, steps: int | None, iterations: int | None, items: int = 16) -> argparse.ArgumentParser:
+    """The arguments of every tuning round (this one, ``digits_robust.py``, ``digits_natural.py``)."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--items", type=int, default=items, help="unseen items (8/9) of the tuning seeds")
+    p.add_argument("--seen-items", type=int, default=48, help="seen items (0-7) of the tuning seeds, for kid")
+    p.add_argument("--steps", type=int, default=steps, help="EDICT steps of the chain")
+    p.add_argument("--iterations", type=int, default=iterations, help="DOODL iterations per item")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=out)
+    p.add_argument("--quick", action="store_true", help="a reduced grid (the tests)")
+    return p
+
+
+def finish(script: str, args: Sequence[str] | None, out: Path, t_start: float, results: dict) -> dict:
+    """``results`` after the command and before the seconds and threads, written to ``out`` as JSON."""
+    results = {"command": " ".join([f"python benchmarks/{script}", *map(str, sys.argv[1:] if args is None else args)]),
+               **results, "seconds": round(time.perf_counter() - t_start, 1), "threads": torch.get_num_threads()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"chosen: {results['chosen']}")
+    return results
+
+
 def describe(preset: str, settings: dict) -> str:
     return preset + "(" + ", ".join(f"{k}={v}" for k, v in settings.items()) + ")"
 
 
 def main(args: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--items", type=int, default=16, help="unseen items (8/9) of the tuning seeds")
-    p.add_argument("--seen-items", type=int, default=48, help="seen items (0-7) of the tuning seeds, for kid")
-    p.add_argument("--steps", type=int, default=START["num_steps"])
-    p.add_argument("--iterations", type=int, default=START["iterations"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--quick", action="store_true", help="a reduced grid (the tests)")
-    a = p.parse_args(args)
+    a = tuning_parser(__doc__, OUT, START["num_steps"], START["iterations"]).parse_args(args)
     if a.threads:
         torch.set_num_threads(a.threads)
     t_start = time.perf_counter()
@@ -174,20 +189,14 @@ def main(args: Sequence[str] | None = None) -> dict:
                                       key=lambda c: rows[c][1])
     for cfg in cfgs:  # the unguided chain's kid at each scale, for reference
         trial("cfg", "plain", {**s, "cfg_scale": cfg}, seen, f"cfg={cfg}")
-    results = {
-        "command": " ".join(["python benchmarks/digits_tune.py", *map(str, sys.argv[1:] if args is None else args)]),
+    return finish("digits_tune.py", args, a.out, t_start, {
         "criteria": {"shifted": "mean guide probability of the target over 9 one-pixel-shifted views, unseen 8/9",
                      "kid": "KID on the guide's penultimate features against the guide's training digits "
                             "(split A) of 0-7, seen items", "cfg_rule": f"lowest kid among shifted >= best - {CFG_SLACK}"},
         "seeds": f"unseen {SWEEP_SEED0}..{SWEEP_SEED0 + a.items - 1}, seen {SWEEP_SEED0 + a.items}.."
                  f"{SWEEP_SEED0 + a.items + a.seen_items - 1} (tuning seeds; the study uses 0-203)",
         "start": start, "tried": tried, "chosen": chosen,
-        "seconds": round(time.perf_counter() - t_start, 1), "threads": torch.get_num_threads(),
-    }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"chosen: {chosen}")
-    return results
+    })
 
 
 if __name__ == "__main__":

@@ -51,16 +51,18 @@ def test_reduced_robust_tuning_run(tmp_path):
     natural = load_bench("digits_natural")
     res3 = natural.main(["--quick", "--items", "2", "--seen-items", "4", "--steps", "2", "--iterations", "2",
                          "--start", str(out), "--out", str(tmp_path / "natural.json")])
-    assert res3["start"] == {"regularizer_weight": 0.01, **res["start"], **res["chosen"]}
+    assert res3["start"] == {"regularizer_weight": 0.01, "accept_score": None, **res["start"], **res["chosen"]}
     rows3 = res3["tried"]
     for sweep, key in (("lr", "lr"), ("cfg", "cfg_scale"), ("regularizer", "regularizer_weight")):
         doodl = [r for r in rows3 if r["sweep"] == sweep and r["method"] == "doodl" and r["group"] == "unseen"]
         ok = [r for r in doodl if r["held_out"] >= max(d["held_out"] for d in doodl) - natural.SLACK]
         assert min(ok, key=lambda r: r["guide_kid_unseen"])["setting"] == f"{key}={res3['chosen'][key]}"
-    held = {r["setting"]: r["held_out"] for r in rows3 if r["sweep"] == "stop" and r["group"] == "unseen"}
-    kid = {r["setting"]: r["guide_kid"] for r in rows3 if r["sweep"] == "stop" and r["group"] == "seen"}
-    ok = [k for k in held if held[k] >= max(held.values()) - natural.SLACK]
-    assert min(ok, key=kid.get) == f"score_on=crops, target_score={res3['chosen']['target_score']}"
+    for sweep, label in (("stop", f"score_on=crops, target_score={res3['chosen']['target_score']}"),
+                         ("accept", f"accept_score={res3['chosen']['accept_score']}")):
+        held = {r["setting"]: r["held_out"] for r in rows3 if r["sweep"] == sweep and r["group"] == "unseen"}
+        kid = {r["setting"]: r["guide_kid"] for r in rows3 if r["sweep"] == sweep and r["group"] == "seen"}
+        ok = [k for k in held if held[k] >= max(held.values()) - natural.SLACK]
+        assert min(ok, key=kid.get) == label
     assert {(r["method"], r["group"]) for r in rows3 if r["sweep"] == "cfg"} == {
         (m, g) for m in ("plain", "onestep", "doodl") for g in ("seen", "unseen")} - {("doodl", "seen")}
     assert any(r.get("repeat") for r in rows3 if r["sweep"] == "regularizer")
