@@ -60,12 +60,19 @@ bench-digits: install
 # read with the bench-digits folder (unguided, one-step, DOODL at 20
 # iterations: same items and seeds), so run make bench-digits first; one rank per core
 # (configs/digits_study.yaml is the first study, at the earlier settings: benchmarks/results/digits_study_v1/)
-STUDY := digits_study_tuned digits_study_b128
+# (each part's summary to benchmarks/results/digits_study_<part>/, the study's table and plot to
+# benchmarks/results/digits_study.{md,json,png})
+STUDY := tuned b128
 bench-study: install
 	mkdir -p outputs
 	set -e; for part in $(STUDY); do \
-	  RANK=1 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/$$part.yaml > outputs/$$part-rank1.log 2>&1 & \
-	  rank1=$$!; RANK=0 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/$$part.yaml; wait $$rank1; \
+	  out=outputs/digits-study-$$part; \
+	  RANK=1 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_study_$$part.yaml --output $$out \
+	     > $$out-rank1.log 2>&1 & rank1=$$!; \
+	  RANK=0 WORLD_SIZE=2 $(ONE_THREAD) .venv/bin/doodl compare -c configs/digits_study_$$part.yaml --output $$out; \
+	  wait $$rank1; \
+	  mkdir -p benchmarks/results/digits_study_$$part; \
+	  cp $$out/summary.md $$out/summary.json benchmarks/results/digits_study_$$part/; \
 	done
 	$(PY) benchmarks/digits_study.py $(BENCH_DIGITS) outputs/digits-study-tuned outputs/digits-study-b128
 

@@ -95,6 +95,13 @@ def plot(pts: list[dict[str, Any]], path: Path) -> None:
         for ev in sorted({p["evals"] for p in pts if p["group"] == g}):
             px = at(ev, 0)[0]
             pen.line([px, oy + H - B, px, oy + H - B + 4], fill="black")
+        k = 1  # powers of two of evaluations, labelled under the axis
+        while k <= 2 ** x1:
+            if k >= 2 ** x0:
+                px = at(k, 0)[0]
+                pen.text((px - 3 * len(str(k)), oy + H - B + 8), str(k), fill="black")
+            k *= 4
+        pen.text((ox + W // 2 - 60, oy + H - B + 22), "noise-model evaluations per item", fill="black")
     img.save(path)
 
 
