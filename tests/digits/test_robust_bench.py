@@ -69,3 +69,13 @@ def test_reduced_robust_tuning_run(tmp_path):
     assert "judge" not in json.dumps(rows3)
     with pytest.raises(SystemExit, match="digits_robust.py"):
         natural.main(["--start", str(tmp_path / "missing.json")])
+
+
+def test_reduced_diagnosis_reads_the_judge_and_chooses_nothing(tmp_path):
+    diagnose = load_bench("digits_diagnose")
+    res = diagnose.main(["--quick", "--items", "2", "--steps", "2", "--iterations", "2",
+                         "--out", str(tmp_path / "diagnose.json")])
+    rows = res["tried"]
+    assert [r["sweep"] for r in rows] == ["first round's default", "third round's default", "reference"]
+    assert all(0 <= r["judge_acc"] <= 1 and "held_out" in r and "guide_kid_unseen" in r for r in rows)
+    assert res["chosen"] is None and "nothing is chosen" in res["note"]
