@@ -17,7 +17,6 @@ Writes benchmarks/results/digits_diagnose.json.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -26,11 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_natural import UNSEEN, UNSEEN_SEED0  # noqa: E402
 from digits_robust import START, Trials  # noqa: E402
-from digits_tune import finish, guide_kid, tuning_parser  # noqa: E402
+from digits_tune import begin, finish, guide_kid, tuning_parser  # noqa: E402
 
 from doodl.digits import assets  # noqa: E402
-from doodl.digits.world import DigitsStableDiffusion  # noqa: E402
-from doodl.eval.runs import make_items  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "digits_diagnose.json"
 FIRST = dict(lr=1.0, cfg_scale=2.0)  # the first round's default (digits_tune.json)
@@ -61,11 +58,7 @@ class JudgedTrials(Trials):
 
 def main(args: Sequence[str] | None = None) -> dict:
     a = tuning_parser(__doc__, OUT, START["num_steps"], None, items=32).parse_args(args)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    t_start = time.perf_counter()
-    model, guide = DigitsStableDiffusion(), assets.load_classifier()
-    unseen = make_items(0, a.items, UNSEEN_SEED0)
+    t_start, model, guide, unseen, _ = begin(a, UNSEEN_SEED0)
     base = dict(START, num_steps=a.steps, accept_score=None)
     trial = JudgedTrials(model, guide, unseen, [], base, unseen_kid=lambda im: guide_kid(guide, im, UNSEEN),
                          judge=assets.load_judge())

@@ -34,20 +34,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_robust import OUT as ROBUST, REGULARIZER_WEIGHT, Trials  # noqa: E402
 from digits_sweep import SWEEP_SEED0  # noqa: E402
-from digits_tune import finish, guide_kid, tuning_parser  # noqa: E402
+from digits_tune import begin, finish, guide_kid, tuning_parser  # noqa: E402
 
-from doodl.digits import assets  # noqa: E402
-from doodl.digits.world import DigitsStableDiffusion  # noqa: E402
-from doodl.eval.runs import make_items  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "digits_natural.json"
 UNSEEN = (8, 9)
@@ -78,14 +72,9 @@ def main(args: Sequence[str] | None = None) -> dict:
     p = tuning_parser(__doc__, OUT, None, None, items=32)  # steps, iterations: the second round's unless given
     p.add_argument("--start", type=Path, default=ROBUST, help="the second round's results")
     a = p.parse_args(args)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    t_start = time.perf_counter()
     start = start_from(a.start)
     start.update({k: v for k, v in (("num_steps", a.steps), ("iterations", a.iterations)) if v is not None})
-    model, guide = DigitsStableDiffusion(), assets.load_classifier()
-    unseen = make_items(0, a.items, UNSEEN_SEED0)
-    seen = make_items(a.seen_items, 0, SEEN_SEED0)
+    t_start, model, guide, unseen, seen = begin(a, UNSEEN_SEED0, SEEN_SEED0)
     trial = Trials(model, guide, unseen, seen, dict(start), unseen_kid=lambda im: guide_kid(guide, im, UNSEEN))
     lrs, cfgs, weights, stops, accepts = (LRS, CFGS[::2], WEIGHTS, STOPS[:2], ACCEPTS[:2]) if a.quick else \
         (LRS, CFGS, WEIGHTS, STOPS, ACCEPTS)

@@ -42,12 +42,11 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_sweep import SWEEP_SEED0, guide_scores, shifted_views  # noqa: E402
-from digits_tune import finish, guide_kid, tuning_parser  # noqa: E402
+from digits_tune import begin, finish, guide_kid, tuning_parser  # noqa: E402
 
 from doodl.core.updates import update_preset  # noqa: E402
 from doodl.digits import assets  # noqa: E402
-from doodl.digits.world import DigitsStableDiffusion  # noqa: E402
-from doodl.eval.runs import build_module, guide_loss, make_items, run_baseline, run_doodl  # noqa: E402
+from doodl.eval.runs import build_module, guide_loss, run_baseline, run_doodl  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "digits_robust.json"
 # the tuned default of configs/digits_compare.yaml (digits_tune.json)
@@ -150,12 +149,7 @@ class Trials:
 
 def main(args: Sequence[str] | None = None) -> dict:
     a = tuning_parser(__doc__, OUT, START["num_steps"], START["iterations"]).parse_args(args)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    t_start = time.perf_counter()
-    model, guide = DigitsStableDiffusion(), assets.load_classifier()
-    unseen = make_items(0, a.items, SWEEP_SEED0)  # the first round's tuning seeds
-    seen = make_items(a.seen_items, 0, SWEEP_SEED0 + a.items)
+    t_start, model, guide, unseen, seen = begin(a)  # the first round's tuning seeds
     crops, lrs, stops = (CROPS[:2], LRS[:2], STOPS[:2]) if a.quick else (CROPS, LRS, STOPS)
     trial = Trials(model, guide, unseen, seen, dict(START, num_steps=a.steps, iterations=a.iterations))
     s, tried = trial.s, trial.tried

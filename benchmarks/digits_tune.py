@@ -110,18 +110,24 @@ def finish(script: str, args: Sequence[str] | None, out: Path, t_start: float, r
     return results
 
 
+def begin(a: argparse.Namespace, unseen_seed0: int = SWEEP_SEED0, seen_seed0: int | None = None):
+    """A round's start: threads set, (start time, generator, guide, unseen items, seen items); the seen
+    items' seeds follow the unseen ones' unless ``seen_seed0`` is given."""
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    t_start = time.perf_counter()
+    seen_seed0 = unseen_seed0 + a.items if seen_seed0 is None else seen_seed0
+    return (t_start, DigitsStableDiffusion(), assets.load_classifier(), make_items(0, a.items, unseen_seed0),
+            make_items(a.seen_items, 0, seen_seed0))
+
+
 def describe(preset: str, settings: dict) -> str:
     return preset + "(" + ", ".join(f"{k}={v}" for k, v in settings.items()) + ")"
 
 
 def main(args: Sequence[str] | None = None) -> dict:
     a = tuning_parser(__doc__, OUT, START["num_steps"], START["iterations"]).parse_args(args)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    t_start = time.perf_counter()
-    model, guide = DigitsStableDiffusion(), assets.load_classifier()
-    unseen = make_items(0, a.items, SWEEP_SEED0)
-    seen = make_items(a.seen_items, 0, SWEEP_SEED0 + a.items)
+    t_start, model, guide, unseen, seen = begin(a)
     labels = torch.tensor([it["target_class"] for it in unseen])
     updates, constraints, stops, cfgs = (UPDATES[::4], CONSTRAINTS[:1], STOPS[::2], CFGS[::2]) if a.quick else \
         (UPDATES, CONSTRAINTS, STOPS, CFGS)
