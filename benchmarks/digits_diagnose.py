@@ -23,9 +23,9 @@ from typing import Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits_natural import UNSEEN, UNSEEN_SEED0  # noqa: E402
+from digits_natural import UNSEEN_SEED0, kid_unseen  # noqa: E402
 from digits_robust import START, Trials  # noqa: E402
-from digits_tune import begin, finish, guide_kid, tuning_parser  # noqa: E402
+from digits_tune import begin, finish, tuning_parser  # noqa: E402
 
 from doodl.digits import assets  # noqa: E402
 
@@ -37,31 +37,19 @@ VARIANTS = [("first round's default", FIRST, 20), ("third round's default", THIR
             ("first, 64 iterations", FIRST, 64), ("third, 64 iterations", THIRD, 64)]
 
 
-class JudgedTrials(Trials):
-    """``Trials`` that also record the judge's accuracy (argmax) on the unseen images."""
-
-    def __init__(self, *args, judge=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.judge = judge
-
-    def images(self, method: str, run: dict, items: list[dict]):
-        images = super().images(method, run, items)
-        with torch.no_grad():
-            self.last_judge = float((self.judge(images).argmax(-1) == self.labels).float().mean())
-        return images
-
-    def __call__(self, sweep: str, method: str, over: dict, items: list[dict]) -> dict:
-        row = super().__call__(sweep, method, over, items)
-        row.setdefault("judge_acc", self.last_judge)
-        return row
+@torch.no_grad()
+def accuracy(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of images whose argmax class is the label."""
+    return float((classifier(images).argmax(-1) == labels).float().mean())
 
 
 def main(args: Sequence[str] | None = None) -> dict:
     a = tuning_parser(__doc__, OUT, START["num_steps"], None, items=32).parse_args(args)
     t_start, model, guide, unseen, _ = begin(a, UNSEEN_SEED0)
     base = dict(START, num_steps=a.steps, accept_score=None)
-    trial = JudgedTrials(model, guide, unseen, [], base, unseen_kid=lambda im: guide_kid(guide, im, UNSEEN),
-                         judge=assets.load_judge())
+    judge, labels = assets.load_judge(), torch.tensor([it["target_class"] for it in unseen])
+    extra = {**kid_unseen(guide), "judge_acc": lambda images: accuracy(judge, images, labels)}
+    trial = Trials(model, guide, unseen, [], base, unseen_extra=extra)
     variants = VARIANTS[:2] if a.quick else VARIANTS
     for name, over, iterations in variants:
         trial(name, "doodl", {**over, "iterations": a.iterations or iterations}, unseen)

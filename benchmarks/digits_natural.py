@@ -40,7 +40,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_robust import OUT as ROBUST, REGULARIZER_WEIGHT, Trials  # noqa: E402
 from digits_sweep import SWEEP_SEED0  # noqa: E402
-from digits_tune import begin, finish, guide_kid, tuning_parser  # noqa: E402
+from digits_tune import begin, finish, guide_kid, pick, tuning_parser  # noqa: E402
 
 
 OUT = Path(__file__).resolve().parent / "results" / "digits_natural.json"
@@ -62,10 +62,9 @@ def start_from(path: Path) -> dict:
     return {"regularizer_weight": REGULARIZER_WEIGHT, "accept_score": None, **robust["start"], **robust["chosen"]}
 
 
-def pick(rows: list[tuple[dict, float, float]]) -> dict:
-    """The rule: the lowest kid among the (settings, held_out, kid) whose held_out is within SLACK of the best."""
-    top = max(held for _, held, _ in rows)
-    return min((r for r in rows if r[1] >= top - SLACK), key=lambda r: r[2])[0]
+def kid_unseen(guide) -> dict:
+    """The extra unseen score of this round, for ``Trials``: the guide-feature KID against its 8s and 9s."""
+    return {"guide_kid_unseen": lambda images: guide_kid(guide, images, UNSEEN)}
 
 
 def main(args: Sequence[str] | None = None) -> dict:
@@ -75,7 +74,7 @@ def main(args: Sequence[str] | None = None) -> dict:
     start = start_from(a.start)
     start.update({k: v for k, v in (("num_steps", a.steps), ("iterations", a.iterations)) if v is not None})
     t_start, model, guide, unseen, seen = begin(a, UNSEEN_SEED0, SEEN_SEED0)
-    trial = Trials(model, guide, unseen, seen, dict(start), unseen_kid=lambda im: guide_kid(guide, im, UNSEEN))
+    trial = Trials(model, guide, unseen, seen, dict(start), unseen_extra=kid_unseen(guide))
     lrs, cfgs, weights, stops, accepts = (LRS, CFGS[::2], WEIGHTS, STOPS[:2], ACCEPTS[:2]) if a.quick else \
         (LRS, CFGS, WEIGHTS, STOPS, ACCEPTS)
     chosen: dict = {}
@@ -92,7 +91,7 @@ def main(args: Sequence[str] | None = None) -> dict:
                 for method in ("plain", "onestep"):
                     trial(sweep, method, over, unseen)
                     trial(sweep, method, over, seen)
-        best = pick(rows)
+        best = pick(rows, SLACK)
         trial.s.update(best)
         chosen.update(best)
     return finish("digits_natural.py", args, a.out, t_start, {

@@ -42,7 +42,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_sweep import SWEEP_SEED0, guide_scores, shifted_views  # noqa: E402
-from digits_tune import begin, finish, guide_kid, tuning_parser  # noqa: E402
+from digits_tune import begin, finish, guide_kid, pick, tuning_parser  # noqa: E402
 
 from doodl.core.updates import update_preset  # noqa: E402
 from doodl.digits import assets  # noqa: E402
@@ -109,13 +109,13 @@ def label_of(over: dict) -> str:
 class Trials:
     """Runs a method at the current settings ``s`` with overrides on the unseen or the seen tuning
     items and scores it by the guide (unseen: ``guide_scores`` and ``held_out``, plus what
-    ``unseen_kid`` measures where given; seen: ``kid``); each setting runs once (a sweep's carried
+    each of ``unseen_extra``'s ``name: fn(images) -> float`` measures; seen: ``kid``); each setting runs once (a sweep's carried
     setting is recorded again as a repeat). ``tried``: every row, in order."""
 
-    def __init__(self, model, guide, unseen: list[dict], seen: list[dict], s: dict, unseen_kid=None):
+    def __init__(self, model, guide, unseen: list[dict], seen: list[dict], s: dict, unseen_extra: dict | None = None):
         self.model, self.guide, self.unseen, self.seen, self.s = model, guide, unseen, seen, s
         self.labels = torch.tensor([it["target_class"] for it in unseen])
-        self.unseen_kid = unseen_kid
+        self.unseen_extra = unseen_extra or {}
         self.tried: list[dict] = []
         self.done: dict[str, dict] = {}
 
@@ -137,8 +137,7 @@ class Trials:
         if items is self.unseen:
             row.update(guide_scores(self.guide, images, self.labels),
                        held_out=held_out_score(self.guide, images, self.labels))
-            if self.unseen_kid is not None:
-                row["guide_kid_unseen"] = self.unseen_kid(images)
+            row.update({name: fn(images) for name, fn in self.unseen_extra.items()})
         else:
             row["guide_kid"] = guide_kid(self.guide, images)
         self.tried.append(row)
@@ -164,12 +163,11 @@ def main(args: Sequence[str] | None = None) -> dict:
         best = grid[max(range(len(grid)), key=lambda k: rows[k]["held_out"])]
         s.update(best)
         chosen.update(best)
-    rows = {}
+    rows = []
     for over in stops:
         held = trial("stop", "doodl", over, unseen)["held_out"]
-        rows[label_of(over)] = (over, held, trial("stop", "doodl", over, seen)["guide_kid"])
-    top = max(held for _, held, _ in rows.values())
-    best = min((r for r in rows.values() if r[1] >= top - STOP_SLACK), key=lambda r: r[2])[0]
+        rows.append((over, held, trial("stop", "doodl", over, seen)["guide_kid"]))
+    best = pick(rows, STOP_SLACK)
     s.update(best)
     chosen.update(best)
     reference["plain_kid"] = trial("reference", "plain", {}, seen)["guide_kid"]

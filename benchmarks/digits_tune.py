@@ -121,6 +121,13 @@ def begin(a: argparse.Namespace, unseen_seed0: int = SWEEP_SEED0, seen_seed0: in
             make_items(a.seen_items, 0, seen_seed0))
 
 
+def pick(rows: Sequence[tuple], slack: float):
+    """The rounds' rule: of (setting, score, kid) rows, the setting with the lowest kid among those
+    whose score is within ``slack`` of the best (the first such on a tie)."""
+    top = max(r[1] for r in rows)
+    return min((r for r in rows if r[1] >= top - slack), key=lambda r: r[2])[0]
+
+
 def describe(preset: str, settings: dict) -> str:
     return preset + "(" + ", ".join(f"{k}={v}" for k, v in settings.items()) + ")"
 
@@ -190,9 +197,7 @@ def main(args: Sequence[str] | None = None) -> dict:
             sh = tried[-1]["guide_prob_shifted"]
             trial("cfg", method, sc, seen, f"cfg={cfg}")
             rows[cfg] = (sh, tried[-1]["guide_kid"])
-        top = max(sh for sh, _ in rows.values())
-        chosen[f"{method}_cfg"] = min((c for c, (sh, _) in rows.items() if sh >= top - CFG_SLACK),
-                                      key=lambda c: rows[c][1])
+        chosen[f"{method}_cfg"] = pick([(c, sh, kid) for c, (sh, kid) in rows.items()], CFG_SLACK)
     for cfg in cfgs:  # the unguided chain's kid at each scale, for reference
         trial("cfg", "plain", {**s, "cfg_scale": cfg}, seen, f"cfg={cfg}")
     return finish("digits_tune.py", args, a.out, t_start, {
