@@ -18,7 +18,8 @@ Rule, fixed before the run: the lowest ``kid_unseen`` among the T whose ``held_o
 of the best and whose seen ``kid`` is no higher than at T = 10 (a chain that draws the seen digits
 further from real ones is out). Unguided and one-step guidance at each T are recorded for reference.
 
-    python benchmarks/digits_steps.py [--items 32] [--seen-items 48] [--threads N] [--out FILE]
+    python benchmarks/digits_steps.py [--items 32] [--seen-items 48] [--grid 10 6 4 3] [--evals 800]
+                                      [--threads N] [--out FILE]
 
 Unseen items: 32 on tuning seeds 100096.. (fresh: not the second or third round's); seen: the
 second round's 48. Writes benchmarks/results/digits_steps.json.
@@ -44,10 +45,10 @@ SLACK = 0.03
 UNSEEN_SEED0, SEEN_SEED0 = SWEEP_SEED0 + 96, SWEEP_SEED0 + 16
 
 
-def start_from(path: Path) -> dict:
-    """The third round's starting settings with its choices applied."""
+def start_from(path: Path, previous: str = "digits_natural.py (the third round)") -> dict:
+    """The previous round's starting settings with its choices applied."""
     if not path.is_file():
-        raise SystemExit(f"{path} not found: run `python benchmarks/digits_natural.py` first (the third round)")
+        raise SystemExit(f"{path} not found: run `python benchmarks/{previous}` first")
     natural = json.loads(path.read_text())
     return {**natural["start"], **natural["chosen"]}
 
@@ -71,8 +72,10 @@ def main(args: Sequence[str] | None = None) -> dict:
     p = tuning_parser(__doc__, OUT, None, None, items=32)
     p.add_argument("--start", type=Path, default=NATURAL, help="the third round's results")
     p.add_argument("--evals", type=int, default=EVALS, help="noise-model evaluations per item (the budget)")
+    p.add_argument("--grid", type=int, nargs="+", default=list(STEPS),
+                   help="the step counts T; the first is the reference of the seen-kid guard")
     a = p.parse_args(args)
-    steps = (STEPS[0], STEPS[2]) if a.quick else STEPS
+    steps = a.grid[:2] if a.quick else a.grid
     start = start_from(a.start)
     t_start, model, guide, unseen, seen = begin(a, UNSEEN_SEED0, SEEN_SEED0)
     trial = Trials(model, guide, unseen, seen, dict(start), unseen_extra=kid_unseen(guide))

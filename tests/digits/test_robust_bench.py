@@ -79,3 +79,30 @@ def test_reduced_diagnosis_reads_the_judge_and_chooses_nothing(tmp_path):
     assert [r["sweep"] for r in rows] == ["first round's default", "third round's default", "reference"]
     assert all(0 <= r["judge_acc"] <= 1 and "held_out" in r and "guide_kid_unseen" in r for r in rows)
     assert res["chosen"] is None and "nothing is chosen" in res["note"]
+
+
+def test_reduced_steps_round_keeps_to_its_rule(tmp_path):
+    """The fourth round (benchmarks/digits_steps.py): each T runs the iterations the budget buys,
+    and the choice follows its rule from the guide's scores alone."""
+    steps = load_bench("digits_steps")
+    res = steps.main(["--grid", "3", "2", "--evals", "24", "--items", "2", "--seen-items", "4",
+                      "--out", str(tmp_path / "steps.json")])
+    assert res["start"] == steps.start_from(steps.NATURAL)
+    rows = res["tried"]
+    doodl = {(r["setting"], r["group"]): r for r in rows if r["method"] == "doodl"}
+    assert set(doodl) == {(f"num_steps={t}, iterations={24 // (4 * t)}", g) for t in (3, 2) for g in ("seen", "unseen")}
+    assert {(r["method"], r["group"]) for r in rows} == {(m, g) for m in ("plain", "onestep", "doodl")
+                                                         for g in ("seen", "unseen")}
+    table = [(t, doodl[(f"num_steps={t}, iterations={24 // (4 * t)}", "unseen")]["held_out"],
+              doodl[(f"num_steps={t}, iterations={24 // (4 * t)}", "unseen")]["guide_kid_unseen"],
+              doodl[(f"num_steps={t}, iterations={24 // (4 * t)}", "seen")]["guide_kid"]) for t in (3, 2)]
+    assert res["chosen"] == {"num_steps": steps.choose(table, table[0][3]), "iterations": 24 // (4 * res["chosen"]["num_steps"])}
+    assert "judge" not in json.dumps(rows)
+    # the guard: a T whose seen kid is above the reference's is out, however it scores on the unseen digits
+    assert steps.choose([(10, 0.90, 5.0, 1.0), (4, 0.95, 1.0, 2.0)], 1.0) == 10
+    assert steps.choose([(10, 0.90, 5.0, 1.0), (4, 0.95, 1.0, 0.5)], 1.0) == 4
+    assert steps.choose([(10, 0.90, 5.0, 1.0), (4, 0.99, 1.0, 0.5), (3, 0.99, 0.5, 3.0)], 1.0) == 4
+    with pytest.raises(ValueError, match="--evals >= 40"):
+        steps.iterations_at(10, 24)
+    with pytest.raises(SystemExit, match="digits_natural.py"):
+        steps.main(["--start", str(tmp_path / "missing.json")])
