@@ -106,3 +106,29 @@ def test_reduced_steps_round_keeps_to_its_rule(tmp_path):
         steps.iterations_at(10, 24)
     with pytest.raises(SystemExit, match="digits_natural.py"):
         steps.main(["--start", str(tmp_path / "missing.json")])
+
+
+def test_reduced_transfer_round_keeps_to_its_rule(tmp_path):
+    """The fifth round (benchmarks/digits_transfer.py): guides retrained by the guide's recipe score
+    every unseen result, and the choice is the highest of that score; the judge is never read."""
+    transfer = load_bench("digits_transfer")
+    res = transfer.main(["--quick", "--items", "2", "--seen-items", "4", "--steps", "2", "--iterations", "2",
+                         "--guide-steps", "5", "--out", str(tmp_path / "transfer.json")])
+    rows = res["tried"]
+    doodl = [r for r in rows if r["method"] == "doodl" and r["group"] == "unseen"]
+    assert [r["setting"] for r in doodl] == ["lr=1.0, cfg_scale=2.0", "lr=4.0, cfg_scale=2.0"]
+    assert all(0 <= r["transfer"] <= 1 for r in rows if r["group"] == "unseen")
+    best = max(doodl, key=lambda r: r["transfer"])
+    assert best["setting"] == f"lr={res['chosen']['lr']}, cfg_scale={res['chosen']['cfg_scale']}"
+    assert len(res["reference"]["retrained_test_accuracy"]) == 1
+    assert "judge" not in json.dumps(rows)
+    # retraining restores the global seed, and another seed trains another guide
+    torch.manual_seed(0)
+    a, b = transfer.retrained_guides((1, 2), steps=3)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), after)
+    x = torch.rand(2, 3, 16, 16)
+    assert not torch.allclose(a(x), b(x))
+    with pytest.raises(SystemExit, match="digits_steps.py"):
+        transfer.main(["--start", str(tmp_path / "missing.json")])
