@@ -1,6 +1,6 @@
-"""benchmarks/digits_robust.py and digits_natural.py (the second and third tuning rounds) in a
-reduced setting: the held-out views, and the choices following the stated rules from the guide's
-scores alone."""
+"""benchmarks/digits_robust.py, digits_natural.py, digits_steps.py and digits_transfer.py (the second
+to fifth tuning rounds) and digits_diagnose.py in a reduced setting: the held-out views, and the
+choices following the stated rules from the guide's scores alone."""
 
 from __future__ import annotations
 
