@@ -14,9 +14,9 @@ never read here):
                 never make (``digits_robust.held_out_score``)
     kid_unseen  unseen items: KID on the guide's features against its training 8s and 9s
     kid         seen items: KID on the guide's features against its training 0-7
-Rule, fixed before the run: the lowest ``kid_unseen`` among the T whose ``held_out`` is within SLACK
-of the best and whose seen ``kid`` is no higher than at T = 10 (a chain that draws the seen digits
-further from real ones is out). Unguided and one-step guidance at each T are recorded for reference.
+Rule, fixed before the run (``choose``): first the guard, a T whose seen ``kid`` is higher than at
+T = 10 is out (a chain that draws the seen digits further from real ones); then, among the T left,
+the lowest ``kid_unseen`` of those whose ``held_out`` is within SLACK of their best. Unguided and one-step guidance at each T are recorded for reference.
 
     python benchmarks/digits_steps.py [--items 32] [--seen-items 48] [--grid 10 6 4 3] [--evals 800]
                                       [--threads N] [--out FILE]
@@ -75,6 +75,9 @@ def main(args: Sequence[str] | None = None) -> dict:
     p.add_argument("--grid", type=int, nargs="+", default=list(STEPS),
                    help="the step counts T; the first is the reference of the seen-kid guard")
     a = p.parse_args(args)
+    if a.steps is not None or a.iterations is not None:
+        p.error("--steps and --iterations are what this round sweeps: give the step counts with --grid "
+                "and the budget with --evals")
     steps = a.grid[:2] if a.quick else a.grid
     start = start_from(a.start)
     t_start, model, guide, unseen, seen = begin(a, UNSEEN_SEED0, SEEN_SEED0)

@@ -55,13 +55,10 @@ UNSEEN_SEED0, SEEN_SEED0 = SWEEP_SEED0 + 128, SWEEP_SEED0 + 16
 
 def retrained_guides(seeds: Sequence[int] = RETRAIN_SEEDS, steps: int = GUIDE_STEPS) -> list[nn.Module]:
     """Guides trained as the guide was (its architecture, split A, all ten digits), from ``seeds``;
-    the global torch seed is restored afterwards."""
+    the global torch seeds are restored afterwards."""
     digits, idx = data.load(), torch.tensor(assets.split()["A"])
-    state = torch.random.get_rng_state()
-    try:
+    with torch.random.fork_rng(devices=[]):  # the CPU generator; the guides train on the CPU
         return [train_classifier(digits.images[idx], digits.labels[idx], steps, s) for s in seeds]
-    finally:
-        torch.random.set_rng_state(state)
 
 
 @torch.no_grad()

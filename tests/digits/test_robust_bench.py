@@ -102,10 +102,16 @@ def test_reduced_steps_round_keeps_to_its_rule(tmp_path):
     assert steps.choose([(10, 0.90, 5.0, 1.0), (4, 0.95, 1.0, 2.0)], 1.0) == 10
     assert steps.choose([(10, 0.90, 5.0, 1.0), (4, 0.95, 1.0, 0.5)], 1.0) == 4
     assert steps.choose([(10, 0.90, 5.0, 1.0), (4, 0.99, 1.0, 0.5), (3, 0.99, 0.5, 3.0)], 1.0) == 4
+    # within the slack the unseen kid decides, not the held-out score
+    assert steps.choose([(10, 0.95, 5.0, 1.0), (4, 0.96, 1.0, 0.5)], 1.0) == 4
+    assert steps.choose([(10, 0.95, 1.0, 1.0), (4, 0.96, 5.0, 0.5)], 1.0) == 10
     with pytest.raises(ValueError, match="--evals >= 40"):
         steps.iterations_at(10, 24)
     with pytest.raises(SystemExit, match="digits_natural.py"):
         steps.main(["--start", str(tmp_path / "missing.json")])
+    with pytest.raises(SystemExit):  # argparse's error: the sweep's own settings are not options here
+        steps.main(["--steps", "4", "--out", str(tmp_path / "never.json")])
+    assert not (tmp_path / "never.json").exists()
 
 
 def test_reduced_transfer_round_keeps_to_its_rule(tmp_path):
@@ -130,5 +136,10 @@ def test_reduced_transfer_round_keeps_to_its_rule(tmp_path):
     assert torch.equal(torch.rand(1), after)
     x = torch.rand(2, 3, 16, 16)
     assert not torch.allclose(a(x), b(x))
+    # one retrained guide's transfer is that guide's held-out score; two guides average theirs
+    robust, y = load_bench("digits_robust"), torch.tensor([8, 9])
+    ta, tb = robust.held_out_score(a, x, y), robust.held_out_score(b, x, y)
+    assert transfer.transfer_score([a], x, y) == pytest.approx(ta, rel=1e-6)
+    assert transfer.transfer_score([a, b], x, y) == pytest.approx((ta + tb) / 2, rel=1e-6)
     with pytest.raises(SystemExit, match="digits_steps.py"):
         transfer.main(["--start", str(tmp_path / "missing.json")])
