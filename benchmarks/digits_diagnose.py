@@ -28,6 +28,7 @@ from digits_robust import START, Trials  # noqa: E402
 from digits_tune import begin, finish, tuning_parser  # noqa: E402
 
 from doodl.digits import assets  # noqa: E402
+from doodl.digits.train_guidance import accuracy  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "digits_diagnose.json"
 FIRST = dict(lr=1.0, cfg_scale=2.0)  # the first round's default (digits_tune.json)
@@ -35,12 +36,6 @@ THIRD = dict(lr=4.0, cfg_scale=1.0)  # the third round's (digits_natural.json)
 VARIANTS = [("first round's default", FIRST, 20), ("third round's default", THIRD, 20),
             ("first, cfg 1.0", dict(FIRST, cfg_scale=1.0), 20), ("first, lr 4", dict(FIRST, lr=4.0), 20),
             ("first, 64 iterations", FIRST, 64), ("third, 64 iterations", THIRD, 64)]
-
-
-@torch.no_grad()
-def accuracy(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """The fraction of images whose argmax class is the label."""
-    return float((classifier(images).argmax(-1) == labels).float().mean())
 
 
 def main(args: Sequence[str] | None = None) -> dict:

@@ -42,7 +42,7 @@ from digits_sweep import SWEEP_SEED0  # noqa: E402
 from digits_tune import begin, finish, tuning_parser  # noqa: E402
 
 from doodl.digits import assets, data  # noqa: E402
-from doodl.digits.train_guidance import train_classifier  # noqa: E402
+from doodl.digits.train_guidance import accuracy, train_classifier  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "digits_transfer.json"
 
@@ -85,7 +85,7 @@ def main(args: Sequence[str] | None = None) -> dict:
 
     real, real_labels = assets.test_set()
     unseen_real = real_labels >= 8
-    reference = {"retrained_test_accuracy": [float((g(real).argmax(-1) == real_labels).float().mean()) for g in guides],
+    reference = {"retrained_test_accuracy": [accuracy(g, real, real_labels) for g in guides],
                  "real_unseen_transfer": transfer_score(guides, real[unseen_real], real_labels[unseen_real])}
     rows = []
     for cfg in cfgs:
